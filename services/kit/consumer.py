@@ -1,0 +1,168 @@
+"""Durable, explicitly acknowledged JetStream consumption for synchronous handlers.
+
+A handler is a plain function taking an Event. It runs in a worker thread (it may block on the
+database); the message is acked only after it returns, so a crash means redelivery, never loss.
+Handlers make themselves idempotent with `claim_event` in their own transaction. At most
+`max_in_flight` messages are outstanding per subscription. A message that can never be processed
+(malformed, or rejected as invalid) is terminated instead of redelivered forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from . import metrics
+from .errors import InvalidInput, NotFound
+from .events import Event, InvalidEvent, StreamSpec
+from .logs import bound_contextvars, get_logger
+from .nats import NatsConnection
+
+log = get_logger(__name__)
+
+# Returns False when the event had been handled before (a redelivery), True or None otherwise.
+EventHandler = Callable[[Event], "bool | None"]
+
+# Errors that will not go away by retrying the same message.
+_PERMANENT_ERRORS = (InvalidEvent, InvalidInput, NotFound)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    stream: StreamSpec
+    subjects: tuple[str, ...]
+    durable: str  # shared by all replicas of a service, so they split the work
+    handler: EventHandler
+    ack_wait_s: float = 30.0
+
+
+class ConsumerGroup:
+    """Runs every subscription of one process on the NATS connection's event loop."""
+
+    def __init__(self, service: str, connection: NatsConnection, subscriptions: list[Subscription],
+                 *, max_in_flight: int = 16) -> None:
+        self._service = service
+        self._nats = connection
+        self._subscriptions = subscriptions
+        self._max_in_flight = max_in_flight
+        self._stopping = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="consumer")
+        self._tasks: list[Future[None]] = []
+
+    def start(self) -> None:
+        for subscription in self._subscriptions:
+            self._tasks.append(
+                asyncio.run_coroutine_threadsafe(self._consume_forever(subscription), self._nats.loop)
+            )
+
+    def is_alive(self) -> bool:
+        return all(not task.done() for task in self._tasks)
+
+    def stop(self, timeout: float) -> None:
+        """Stop fetching, let in-flight messages finish and be acked, then return."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        for task in self._tasks:
+            try:
+                task.result(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # unacked messages are redelivered to another instance
+                log.warning("consumer_stop_incomplete", error=str(exc) or type(exc).__name__)
+                task.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _consume_forever(self, subscription: Subscription) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._consume(subscription)
+                return
+            except Exception as exc:  # broker down or consumer deleted: subscribe again
+                if self._stopping.is_set():
+                    return
+                log.warning("consumer_subscribe_failed", durable=subscription.durable,
+                            error=str(exc) or type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _consume(self, subscription: Subscription) -> None:
+        while not self._nats.connected:
+            if self._stopping.is_set():
+                return
+            await asyncio.sleep(0.2)
+        await self._nats.ensure_stream(subscription.stream)
+        config = ConsumerConfig(
+            durable_name=subscription.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=subscription.ack_wait_s,
+            max_ack_pending=self._max_in_flight,
+            max_deliver=-1,
+            filter_subjects=list(subscription.subjects) if len(subscription.subjects) > 1 else None,
+            filter_subject=subscription.subjects[0] if len(subscription.subjects) == 1 else None,
+        )
+        pull = await self._nats.jetstream.pull_subscribe(
+            subscription.subjects[0] if len(subscription.subjects) == 1 else "",
+            durable=subscription.durable,
+            stream=subscription.stream.name,
+            config=config,
+        )
+        log.info("consumer_started", durable=subscription.durable, subjects=list(subscription.subjects))
+        try:
+            while not self._stopping.is_set():
+                try:
+                    messages = await pull.fetch(self._max_in_flight, timeout=1.0)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    continue
+                await asyncio.gather(*(self._handle(subscription, message) for message in messages))
+        finally:
+            try:
+                await pull.unsubscribe()
+            except Exception:
+                pass
+
+    async def _handle(self, subscription: Subscription, message: Msg) -> None:
+        started = time.perf_counter()
+        consumer = subscription.durable
+        outcome = "processed"
+        try:
+            event = Event.decode(message.subject, message.data)
+        except InvalidEvent as exc:
+            log.error("event_rejected", consumer=consumer, subject=message.subject, error=str(exc))
+            metrics.EVENTS_CONSUMED.labels(self._service, consumer, "rejected").inc()
+            await message.term()
+            return
+        request_id = (message.headers or {}).get("X-Request-Id") or event.request_id
+        loop = asyncio.get_running_loop()
+
+        def run_handler() -> bool | None:
+            with bound_contextvars(request_id=request_id, event_id=event.event_id, consumer=consumer):
+                return subscription.handler(event)
+
+        try:
+            if await loop.run_in_executor(self._executor, run_handler) is False:
+                outcome = "duplicate"
+            await message.ack()
+        except _PERMANENT_ERRORS as exc:
+            outcome = "rejected"
+            log.error("event_rejected", consumer=consumer, event_id=event.event_id, subject=message.subject,
+                      error=str(exc))
+            await message.term()
+        except Exception as exc:
+            outcome = "retried"
+            deliveries = message.metadata.num_delivered if message.metadata else 1
+            delay = min(0.5 * 2 ** min(deliveries, 6), 30.0)
+            log.warning("event_handling_failed", consumer=consumer, event_id=event.event_id,
+                        error=str(exc) or type(exc).__name__, deliveries=deliveries, retry_in_s=delay)
+            try:
+                await message.nak(delay=delay)
+            except Exception:
+                pass  # not acked: the server redelivers after ack_wait anyway
+        metrics.EVENTS_CONSUMED.labels(self._service, consumer, outcome).inc()
+        metrics.EVENT_HANDLING_DURATION.labels(self._service, consumer).observe(time.perf_counter() - started)

@@ -1,0 +1,182 @@
+"""PostgreSQL access shared by every service: a bounded connection pool, one transaction per unit
+of work, error translation, and schema migrations applied under an advisory lock."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from .errors import Unavailable
+from .logs import get_logger
+
+log = get_logger(__name__)
+
+KIT_MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant shared by all replicas of a service works; this one spells "dlnk".
+_MIGRATION_LOCK_KEY = 0x646C6E6B
+
+# Errors that mean "the database is not reachable right now", as opposed to a bug in our SQL.
+_CONNECTIVITY_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
+
+
+def build_dsn(url: str, password: str | None = None, **options: Any) -> str:
+    params = parse_dsn(url)
+    if password:
+        params["password"] = password
+    params.update({key: value for key, value in options.items() if value is not None})
+    return make_dsn(**params)
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/dbname for logs, never the password."""
+    params = parse_dsn(dsn)
+    return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+
+
+class Database:
+    """A thread-safe pool whose callers wait (bounded) for a free connection instead of failing."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout: float = 3.0,
+        statement_timeout_ms: int = 5000,
+        application_name: str = "delinkcious",
+        acquire_timeout: float = 5.0,
+    ) -> None:
+        self._dsn = build_dsn(
+            dsn,
+            connect_timeout=max(1, int(connect_timeout)),
+            application_name=application_name,
+            options=f"-c statement_timeout={statement_timeout_ms}",
+            keepalives=1,
+            keepalives_idle=30,
+        )
+        self._pool = psycopg2.pool.ThreadedConnectionPool(0, pool_size, self._dsn)
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._acquire_timeout = acquire_timeout
+        self.description = describe_dsn(self._dsn)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        if not self._slots.acquire(timeout=self._acquire_timeout):
+            raise Unavailable("database connection pool exhausted", retry_after=1)
+        conn = None
+        broken = False
+        try:
+            try:
+                conn = self._pool.getconn()
+            except _CONNECTIVITY_ERRORS as exc:
+                raise Unavailable("database unavailable") from exc
+            yield conn
+        except _CONNECTIVITY_ERRORS as exc:
+            broken = True
+            raise Unavailable("database unavailable") from exc
+        finally:
+            if conn is not None:
+                # A connection that saw a connectivity error (e.g. after a server restart) is dropped.
+                self._pool.putconn(conn, close=broken or bool(conn.closed))
+            self._slots.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction: commits when the block ends, rolls back on any exception."""
+        with self.connection() as conn:
+            try:
+                with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
+                    yield cursor
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()
+                raise
+
+    def ping(self) -> dict[str, Any]:
+        with self.transaction() as cursor:
+            cursor.execute("SELECT 1 AS ok")
+            cursor.fetchone()
+        return {"database": self.description}
+
+    def close(self) -> None:
+        self._pool.closeall()
+
+
+def claim_event(cursor: psycopg2.extensions.cursor, consumer: str, event_id: str) -> bool:
+    """Record that `consumer` handled `event_id` in the caller's transaction.
+
+    Returns False when it was handled before (a redelivery), so the handler skips its effect; the
+    effect and the claim commit or roll back together, which is what makes consumers idempotent.
+    """
+    cursor.execute(
+        "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s) "
+        "ON CONFLICT DO NOTHING RETURNING event_id",
+        (consumer, event_id),
+    )
+    return cursor.fetchone() is not None
+
+
+def apply_migrations(
+    dsn: str, migration_dirs: Sequence[Path], *, password: str | None = None, timeout: float = 60.0
+) -> None:
+    """Apply pending migrations (yoyo) while holding a session advisory lock.
+
+    Several replicas starting together serialise here; the ones that come second find nothing to do.
+    Waits up to `timeout` seconds for the database to accept connections first.
+    """
+    from yoyo import get_backend, read_migrations
+
+    full_dsn = build_dsn(dsn, password)
+    deadline = time.monotonic() + timeout
+    lock_conn = _connect_with_retry(full_dsn, deadline)
+    try:
+        lock_conn.autocommit = True
+        with lock_conn.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        backend = get_backend(_yoyo_url(full_dsn))
+        migrations = read_migrations(*(str(path) for path in migration_dirs))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            if pending:
+                log.info("migrations_applying", migrations=[m.id for m in pending])
+                backend.apply_migrations(pending)
+        log.info("migrations_done", applied=len(pending), database=describe_dsn(full_dsn))
+    finally:
+        lock_conn.close()  # closing the session releases the advisory lock
+
+
+def _connect_with_retry(dsn: str, deadline: float) -> psycopg2.extensions.connection:
+    delay = 0.2
+    while True:
+        try:
+            return psycopg2.connect(dsn, connect_timeout=3)
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise Unavailable(f"database {describe_dsn(dsn)} not reachable: {exc}".strip()) from exc
+            log.warning("database_not_ready", database=describe_dsn(dsn), retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _yoyo_url(dsn: str) -> str:
+    """yoyo wants a URL; rebuild one from the libpq parameters (password percent-encoded)."""
+    from urllib.parse import quote
+
+    params = parse_dsn(dsn)
+    user = quote(params.get("user", ""), safe="")
+    password = params.get("password")
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    host = params.get("host", "localhost")
+    port = params.get("port", "5432")
+    return f"postgresql://{auth}{host}:{port}/{params.get('dbname', '')}"

@@ -1,0 +1,69 @@
+"""Errors a service raises on purpose, each mapped to one status and a stable machine code.
+
+Plain Python: domain cores raise these without knowing about HTTP; the web layer renders them as
+{"message", "code"} (DESIGN §2). Anything else that escapes a handler is a bug and becomes a 500
+that never leaks internals.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+    def to_body(self) -> dict[str, Any]:
+        return {"message": self.message, "code": self.code, **self.details}
+
+
+class InvalidInput(ServiceError):
+    status = 400
+    code = "invalid_input"
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}", details={"field": field})
+        self.field = field
+
+
+class Unauthenticated(ServiceError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unavailable(ServiceError):
+    """A dependency (database, broker, downstream service) is not answering; clients may retry."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,71 @@
+"""The logging standard: one JSON object per line on stdout, keys from docs/logging.md.
+
+Context (request_id, user, ...) is bound with structlog's contextvars so every line written while
+handling a request or an event carries it. LOG_FORMAT=console gives a human-readable local mode.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
+
+__all__ = ["configure_logging", "get_logger", "bind_contextvars", "bound_contextvars", "clear_contextvars"]
+
+
+def _shared_processors(service: str) -> list[Any]:
+    def add_service(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_service,
+    ]
+
+
+def configure_logging(service: str, log_format: str = "json", level: str = "info") -> None:
+    """Route structlog and the stdlib loggers (gunicorn, nats, psycopg2...) through one renderer."""
+    shared = _shared_processors(service)
+    if log_format == "console":
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        exception_processors: list[Any] = []
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        exception_processors = [structlog.processors.dict_tracebacks]
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            *exception_processors,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *exception_processors,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Chatty third-party loggers stay at warning unless we debug.
+    for noisy in ("nats", "urllib3", "yoyo"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

@@ -1,0 +1,90 @@
+"""Prometheus metrics, one dictionary for every service (docs/metrics.md).
+
+Under gunicorn each worker is a process, so the serving entry point sets PROMETHEUS_MULTIPROC_DIR
+before this module is imported and /metrics aggregates all workers with MultiProcessCollector.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# RED metrics for every HTTP route.
+HTTP_REQUESTS = Counter(
+    "delinkcious_http_requests_total",
+    "HTTP requests handled, by method, route template and status code.",
+    ["service", "method", "route", "status"],
+)
+HTTP_ERRORS = Counter(
+    "delinkcious_http_errors_total",
+    "HTTP requests answered with a 5xx status (server-side errors).",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "delinkcious_http_request_duration_seconds",
+    "Time from request received to response produced.",
+    ["service", "method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# Events.
+EVENTS_PUBLISHED = Counter(
+    "delinkcious_events_published_total",
+    "Events published to JetStream (acknowledged by the server).",
+    ["service", "subject"],
+)
+EVENTS_CONSUMED = Counter(
+    "delinkcious_events_consumed_total",
+    "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried.",
+    ["service", "consumer", "outcome"],
+)
+EVENT_HANDLING_DURATION = Histogram(
+    "delinkcious_event_handling_duration_seconds",
+    "Time spent handling one consumed event.",
+    ["service", "consumer"],
+    buckets=_LATENCY_BUCKETS,
+)
+OUTBOX_PENDING = Gauge(
+    "delinkcious_outbox_pending_events",
+    "Events committed to the outbox and not yet published.",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+OUTBOX_LAG = Gauge(
+    "delinkcious_outbox_lag_seconds",
+    "Age of the oldest unpublished outbox event (0 when none is pending).",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "delinkcious_outbox_publish_failures_total",
+    "Outbox relay batches that failed to publish (broker or database unavailable).",
+    ["service"],
+)
+
+
+def render_latest() -> tuple[bytes, str]:
+    """The exposition text for /metrics: all workers' samples when running multi-process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (called by the gunicorn master when a worker exits)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

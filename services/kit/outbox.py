@@ -1,0 +1,180 @@
+"""Transactional outbox.
+
+`record_event` writes an event row inside the caller's transaction, so a committed state change
+always has its event and a rolled-back one never does. The relay publishes pending rows to
+JetStream with the event id as Nats-Msg-Id (server-side dedup), marks them sent, retries with
+backoff while NATS or PostgreSQL is down, and drains what is left on shutdown.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2.extras import Json
+
+from . import metrics
+from .db import Database
+from .events import Event
+from .logs import get_logger
+from .nats import NatsConnection
+
+log = get_logger(__name__)
+
+
+def record_event(cursor: psycopg2.extensions.cursor, event: Event) -> None:
+    headers = {"Nats-Msg-Id": event.event_id}
+    if event.request_id:
+        headers["X-Request-Id"] = event.request_id
+    cursor.execute(
+        "INSERT INTO outbox (event_id, subject, payload, headers) VALUES (%s, %s, %s, %s)",
+        (event.event_id, event.subject, Json(event.payload()), Json(headers)),
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        service: str,
+        database: Database,
+        nats_connection: NatsConnection,
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 100,
+        retention_hours: float = 24.0,
+    ) -> None:
+        self._service = service
+        self._db = database
+        self._nats = nats_connection
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._retention_hours = retention_hours
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._last_prune = 0.0
+        self._last_stats = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        """A transaction that wrote events committed: publish now rather than at the next poll."""
+        self._wake.set()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop_and_drain(self, timeout: float) -> int:
+        """Stop the loop, then publish whatever is still pending within `timeout` seconds.
+
+        Returns the number of events still unpublished (they stay in the outbox and are published
+        by the next instance to start).
+        """
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            try:
+                if self.publish_pending() == 0:
+                    break
+            except Exception as exc:
+                log.warning("outbox_drain_retry", error=str(exc) or type(exc).__name__)
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        remaining = self._pending_count_or_unknown()
+        log.info("outbox_drained", remaining=remaining)
+        return remaining
+
+    # --- work -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                published = self.publish_pending()
+                if failures:
+                    log.info("outbox_relay_recovered", after_failures=failures)
+                failures = 0
+                self._housekeeping_if_due()
+                if published:
+                    continue  # there may be more: loop without waiting
+            except Exception as exc:
+                failures += 1
+                metrics.OUTBOX_PUBLISH_FAILURES.labels(self._service).inc()
+                delay = min(0.2 * 2 ** min(failures, 6), 10.0)
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("outbox_publish_failed", error=str(exc) or type(exc).__name__,
+                                failures=failures, retry_in_s=delay)
+                self._stop.wait(delay)
+                continue
+            self._wake.wait(self._poll_interval)
+            self._wake.clear()
+
+    def publish_pending(self) -> int:
+        """Publish one batch of pending events; returns how many were published."""
+        with self._db.transaction() as cursor:
+            # SKIP LOCKED lets several workers/replicas relay at once without publishing a row twice.
+            cursor.execute(
+                "SELECT id, subject, payload, headers FROM outbox WHERE published_at IS NULL "
+                "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self._batch_size,),
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return 0
+            messages = [
+                (row["subject"], json.dumps(row["payload"], separators=(",", ":"), ensure_ascii=False).encode(),
+                 dict(row["headers"]))
+                for row in rows
+            ]
+            self._nats.run(self._nats.publish_batch(messages), timeout=30)
+            cursor.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", ([row["id"] for row in rows],)
+            )
+        for subject, _data, _headers in messages:
+            metrics.EVENTS_PUBLISHED.labels(self._service, subject).inc()
+        return len(rows)
+
+    def stats(self) -> dict[str, Any]:
+        """Outbox lag for readiness detail and metrics."""
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "SELECT count(*) AS pending, "
+                "COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS oldest_age_s "
+                "FROM outbox WHERE published_at IS NULL"
+            )
+            row = cursor.fetchone()
+        pending, lag = int(row["pending"]), round(float(row["oldest_age_s"]), 3)
+        metrics.OUTBOX_PENDING.labels(self._service).set(pending)
+        metrics.OUTBOX_LAG.labels(self._service).set(lag)
+        return {"pending_events": pending, "lag_seconds": lag}
+
+    def _pending_count_or_unknown(self) -> int:
+        try:
+            return int(self.stats()["pending_events"])
+        except Exception:
+            return -1
+
+    def _housekeeping_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stats >= 5:
+            self._last_stats = now
+            self.stats()  # keeps the lag gauges fresh between scrapes
+        if now - self._last_prune < 300:
+            return
+        self._last_prune = now
+        # Published rows are kept for a while for debugging, then deleted in small batches.
+        # Claims of consumed events outlive the streams' 7-day max age, so a replay stays deduplicated.
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < now() - "
+                "make_interval(secs => %s) LIMIT 10000)",
+                (self._retention_hours * 3600,),
+            )
+            cursor.execute(
+                "DELETE FROM processed_events WHERE ctid IN (SELECT ctid FROM processed_events "
+                "WHERE processed_at < now() - interval '30 days' LIMIT 10000)"
+            )

@@ -1,0 +1,153 @@
+"""Everything a service process holds while it runs, wired once from its settings.
+
+A service declares what it is (ServiceDefinition); the kit builds the pool, the NATS connection,
+the outbox relay, the consumers, health checks and caller authentication around it, and starts and
+stops them in the right order. The service's own code sees only the pieces it uses.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2.extensions
+
+from .callers import CallerAuthenticator
+from .config import BaseServiceSettings, NatsSettings, PostgresSettings
+from .consumer import ConsumerGroup, Subscription
+from .db import KIT_MIGRATIONS, Database
+from .events import StreamSpec
+from .health import Check, Health
+from .logs import get_logger
+from .nats import NatsConnection
+from .outbox import OutboxRelay
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What a service is; `build` adds its routes and subscriptions to a runtime."""
+
+    name: str
+    settings_class: type[BaseServiceSettings]
+    build: Callable[[ServiceRuntime], ServiceParts]
+    migrations: Sequence[Path] = ()
+    publishes: Sequence[StreamSpec] = ()
+
+    def migration_dirs(self) -> list[Path]:
+        return [KIT_MIGRATIONS, *self.migrations]
+
+
+@dataclass
+class ServiceParts:
+    blueprints: list[Any] = field(default_factory=list)  # flask.Blueprint; kept untyped to keep Flask out
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+
+class ServiceRuntime:
+    def __init__(self, definition: ServiceDefinition, settings: BaseServiceSettings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.name = definition.name
+        self.health = Health(definition.name)
+        self.db: Database | None = None
+        self.nats: NatsConnection | None = None
+        self.outbox: OutboxRelay | None = None
+        self.consumers: ConsumerGroup | None = None
+        self.callers = self._caller_authenticator(settings)
+
+        if isinstance(settings, PostgresSettings):
+            password = settings.database_password.get_secret_value() if settings.database_password else None
+            from .db import build_dsn
+
+            self.db = Database(
+                build_dsn(settings.database_url, password),
+                pool_size=settings.db_pool_size,
+                connect_timeout=settings.db_connect_timeout,
+                statement_timeout_ms=settings.db_statement_timeout_ms,
+                application_name=definition.name,
+            )
+            self.health.add_readiness_check(Check("postgres", self.db.ping))
+        if isinstance(settings, NatsSettings):
+            self.nats = NatsConnection(settings.nats_url, client_name=definition.name, streams=definition.publishes)
+            # The outbox keeps writes durable while the broker is away, so a broker outage degrades the
+            # service (reported) instead of taking it out of load balancing.
+            self.health.add_readiness_check(Check("nats", self.nats.check, critical=False))
+            self.health.add_liveness_check(Check("nats_loop", self._thread_check(self.nats.is_alive)))
+        if self.db is not None and self.nats is not None:
+            assert isinstance(settings, NatsSettings)
+            self.outbox = OutboxRelay(
+                definition.name,
+                self.db,
+                self.nats,
+                poll_interval=settings.outbox_poll_interval,
+                batch_size=settings.outbox_batch_size,
+                retention_hours=settings.outbox_retention_hours,
+            )
+            self.health.add_readiness_check(Check("outbox", self.outbox.stats, critical=False))
+            self.health.add_liveness_check(Check("outbox_relay", self._thread_check(self.outbox.is_alive)))
+
+    @staticmethod
+    def _caller_authenticator(settings: BaseServiceSettings) -> CallerAuthenticator:
+        if settings.caller_auth == "disabled":
+            return CallerAuthenticator.disabled()
+        assert settings.trusted_callers_dir is not None  # enforced by load_settings
+        return CallerAuthenticator.from_directory(settings.trusted_callers_dir, settings.allowed_caller_names)
+
+    @staticmethod
+    def _thread_check(is_alive: Callable[[], bool]) -> Callable[[], None]:
+        def check() -> None:
+            if not is_alive():
+                raise RuntimeError("background thread has stopped")
+
+        return check
+
+    def add_subscriptions(self, subscriptions: list[Subscription]) -> None:
+        if not subscriptions:
+            return
+        if self.nats is None:
+            raise RuntimeError(f"{self.name} subscribes to events but has no NATS settings")
+        assert isinstance(self.settings, NatsSettings)
+        self.consumers = ConsumerGroup(
+            self.name, self.nats, subscriptions, max_in_flight=self.settings.consumer_max_in_flight
+        )
+        self.health.add_liveness_check(Check("consumers", self._thread_check(self.consumers.is_alive)))
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A database transaction; if it commits, the outbox relay is woken to publish its events."""
+        if self.db is None:
+            raise RuntimeError(f"{self.name} has no database")
+        with self.db.transaction() as cursor:
+            yield cursor
+        if self.outbox is not None:
+            self.outbox.notify()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.nats is not None:
+            self.nats.start()
+        if self.outbox is not None:
+            self.outbox.start()
+        if self.consumers is not None:
+            self.consumers.start()
+        self.health.mark_started()
+        log.info("service_started")
+
+    def stop(self, timeout: float) -> None:
+        """Graceful stop once HTTP has drained: finish messages, flush the outbox, close pools."""
+        self.health.mark_stopping()
+        budget = max(1.0, timeout)
+        if self.consumers is not None:
+            self.consumers.stop(timeout=budget / 2)
+        if self.outbox is not None:
+            self.outbox.stop_and_drain(timeout=budget / 2)
+        if self.nats is not None:
+            self.nats.close(timeout=5)
+        if self.db is not None:
+            self.db.close()
+        self.health.close()
+        log.info("service_stopped")

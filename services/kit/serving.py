@@ -1,0 +1,119 @@
+"""Running a service for real: settings, logging, migrations, then gunicorn.
+
+gunicorn (gthread workers, bounded thread pool) serves the Flask app. Each worker builds its own
+runtime (pool, NATS connection, relay, consumers) after forking. On SIGTERM gunicorn stops
+accepting, finishes in-flight requests within GRACEFUL_TIMEOUT, and each worker then stops its
+consumers, drains the outbox and closes its pools; the master exits 0.
+"""
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+
+from .config import ConfigurationError, PostgresSettings, load_settings
+from .db import apply_migrations, build_dsn
+from .logs import configure_logging, get_logger
+from .runtime import ServiceDefinition, ServiceRuntime
+
+log = get_logger(__name__)
+
+# The runtime of this worker process (gunicorn forks one per worker).
+_worker_runtime: ServiceRuntime | None = None
+
+
+class _StructlogGunicornLogger(GunicornLogger):
+    """gunicorn's own messages go through our JSON logging; its access log is replaced by ours."""
+
+    def setup(self, cfg: Any) -> None:
+        for logger in (self.error_log, self.access_log):
+            logger.handlers = []
+            logger.propagate = True
+        self.error_log.setLevel(cfg.loglevel.upper())
+        self.access_log.disabled = True
+
+
+class ServiceApplication(BaseApplication):
+    def __init__(self, definition: ServiceDefinition, settings: Any) -> None:
+        self.definition = definition
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options = {
+            "bind": [f"{s.host}:{s.port}"],
+            "workers": s.web_workers,
+            "worker_class": "gthread",
+            "threads": s.web_threads,
+            "graceful_timeout": s.graceful_timeout,
+            "timeout": 30,
+            "keepalive": 5,
+            "max_requests": 0,
+            "logger_class": _StructlogGunicornLogger,
+            "loglevel": s.log_level,
+            "proc_name": f"delinkcious-{self.definition.name}",
+            "post_worker_init": _post_worker_init,
+            "worker_exit": _worker_exit,
+            "child_exit": _child_exit,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        global _worker_runtime
+        from .web import create_app
+
+        configure_logging(self.definition.name, self.settings.log_format, self.settings.log_level)
+        runtime = ServiceRuntime(self.definition, self.settings)
+        parts = self.definition.build(runtime)
+        runtime.add_subscriptions(parts.subscriptions)
+        _worker_runtime = runtime
+        return create_app(runtime, parts.blueprints)
+
+
+def _post_worker_init(worker: Any) -> None:
+    if _worker_runtime is not None:
+        _worker_runtime.start()
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    if _worker_runtime is not None:
+        _worker_runtime.stop(timeout=server.cfg.graceful_timeout)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from .metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
+def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
+    """The process entry point for one service (`delinkcious serve NAME`, container CMD).
+
+    `metrics_dir` is the multi-process metrics directory this process created (and removes at exit).
+    """
+    try:
+        try:
+            settings = load_settings(definition.settings_class, service_name=definition.name)
+        except ConfigurationError as error:
+            print(f"{definition.name}: {error.message}", flush=True)
+            return 2
+        configure_logging(definition.name, settings.log_format, settings.log_level)
+        if settings.caller_auth == "disabled":
+            log.warning("caller_auth_disabled", reason="CALLER_AUTH=disabled: internal endpoints accept any caller")
+        if isinstance(settings, PostgresSettings):
+            password = settings.database_password.get_secret_value() if settings.database_password else None
+            apply_migrations(
+                build_dsn(settings.database_url), definition.migration_dirs(),
+                password=password, timeout=settings.startup_timeout,
+            )
+        log.info("service_starting", address=f"{settings.host}:{settings.port}",
+                 workers=settings.web_workers, threads=settings.web_threads)
+        ServiceApplication(definition, settings).run()
+        return 0
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

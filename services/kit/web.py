@@ -1,0 +1,179 @@
+"""The HTTP side every service shares: request ids, access logs, RED metrics, caller identity,
+the JSON error shape, health endpoints and /metrics. A service adds only its own blueprints."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import metrics
+from .callers import CALLER_TOKEN_HEADER
+from .errors import InvalidInput, ServiceError, Unavailable
+from .logs import bind_contextvars, clear_contextvars, get_logger
+from .requestctx import accept_or_create_request_id
+from .runtime import ServiceRuntime
+
+log = get_logger("delinkcious.access")
+error_log = get_logger(__name__)
+
+OPS_PREFIXES = ("/healthz/", "/metrics")
+
+# Werkzeug's own HTTP errors, as our machine codes.
+_HTTP_CODES = {
+    400: "invalid_input",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint]) -> Flask:
+    app = Flask(runtime.name)
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["delinkcious.runtime"] = runtime
+
+    app.before_request(_begin_request)
+    app.after_request(_finish_request)
+    app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.register_blueprint(ops_blueprint(runtime))
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    return app
+
+
+def runtime_of(app: Flask) -> ServiceRuntime:
+    return app.extensions["delinkcious.runtime"]
+
+
+def ops_blueprint(runtime: ServiceRuntime) -> Blueprint:
+    ops = Blueprint("ops", __name__)
+
+    @ops.get("/healthz/ping")
+    def ping() -> Response:
+        """Always 200: the process answers HTTP."""
+        return jsonify({"status": "ok", "service": runtime.name})
+
+    @ops.get("/healthz/liveness")
+    def liveness() -> tuple[Response, int]:
+        """200 while the process can serve; 503 asks the orchestrator for a restart."""
+        status, body = runtime.health.liveness()
+        return jsonify(body), status
+
+    @ops.get("/healthz/readiness")
+    def readiness() -> tuple[Response, int]:
+        """200 once started and while its own critical dependencies answer; else 503."""
+        status, body = runtime.health.readiness()
+        return jsonify(body), status
+
+    @ops.get("/metrics")
+    def metrics_endpoint() -> Response:
+        payload, content_type = metrics.render_latest()
+        return Response(payload, content_type=content_type)
+
+    return ops
+
+
+def is_ops_path(path: str) -> bool:
+    return path.startswith(OPS_PREFIXES)
+
+
+def _begin_request() -> None:
+    g.started = time.perf_counter()
+    g.request_id = accept_or_create_request_id(request.headers.get("X-Request-Id"))
+    clear_contextvars()
+    bind_contextvars(request_id=g.request_id)
+    if not is_ops_path(request.path):
+        runtime = runtime_of_current_app()
+        caller = runtime.callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
+        if caller:
+            bind_contextvars(caller=caller)
+
+
+def runtime_of_current_app() -> ServiceRuntime:
+    from flask import current_app
+
+    return runtime_of(current_app)
+
+
+def _finish_request(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    duration = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    service = runtime_of_current_app().name
+    status = str(response.status_code)
+    metrics.HTTP_REQUESTS.labels(service, request.method, route, status).inc()
+    metrics.HTTP_DURATION.labels(service, request.method, route).observe(duration)
+    if response.status_code >= 500:
+        metrics.HTTP_ERRORS.labels(service, request.method, route, status).inc()
+    # Probes arrive every few seconds; they are logged only when debugging or failing.
+    level = "debug" if is_ops_path(request.path) and response.status_code < 500 else "info"
+    getattr(log, level)(
+        "request",
+        method=request.method,
+        route=route,
+        path=request.path,
+        status=response.status_code,
+        duration_ms=round(duration * 1000, 2),
+    )
+    return response
+
+
+def _error_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _service_error(error: ServiceError) -> Response:
+    headers = {}
+    if isinstance(error, Unavailable):
+        headers["Retry-After"] = str(error.retry_after)
+        error_log.warning("dependency_unavailable", error=error.message, cause=repr(error.__cause__))
+    return _error_response(error.to_body(), error.status, headers)
+
+
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    message = error.description or error.name
+    if status == 413:
+        message = f"request body larger than {runtime_of_current_app().settings.max_request_bytes} bytes"
+    response = _error_response({"message": message, "code": _HTTP_CODES.get(status, "error")}, status)
+    if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _unexpected_error(error: Exception) -> Response:
+    error_log.exception("unhandled_exception", error_type=type(error).__name__)
+    return _error_response(
+        {"message": "internal error; quote the request id when reporting it", "code": "internal",
+         "request_id": g.get("request_id")},
+        500,
+    )
+
+
+# --- input helpers for handlers -------------------------------------------------------------
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    if not request.data:
+        raise InvalidInput("body", "a JSON object is required")
+    if not request.is_json:
+        raise InvalidInput("body", "Content-Type must be application/json")
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise InvalidInput("body", "is not valid JSON")
+    if not isinstance(payload, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    return payload

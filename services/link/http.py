@@ -1,0 +1,85 @@
+"""Internal REST API of the link service (called by the API gateway). Thin: parse, call a use
+case, render. See README.md for the contract."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from ..kit.events import format_timestamp
+from ..kit.logs import bind_contextvars
+from ..kit.web import json_object
+from .domain import (
+    DuplicateLink,
+    Link,
+    LinkChanges,
+    LinkFilter,
+    NewLink,
+    validate_limit,
+    validate_pattern,
+    validate_tags,
+    validate_url,
+    validate_username,
+)
+from .service import LinkService
+
+
+def link_json(link: Link) -> dict[str, Any]:
+    return {
+        "url": link.url,
+        "title": link.title,
+        "description": link.description,
+        "tags": list(link.tags),
+        "status": link.status,
+        "created_at": format_timestamp(link.created_at),
+        "updated_at": format_timestamp(link.updated_at),
+        "checked_at": format_timestamp(link.checked_at) if link.checked_at else None,
+        "http_status": link.http_status,
+        "status_reason": link.status_reason,
+        "username": link.username,
+    }
+
+
+def links_blueprint(service: LinkService) -> Blueprint:
+    api = Blueprint("links", __name__, url_prefix="/v1/users/<username>/links")
+
+    @api.url_value_preprocessor
+    def _user(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+        if values is not None:
+            validate_username(values["username"])
+            bind_contextvars(user=values["username"])
+
+    @api.get("")
+    def list_links(username: str) -> Response:
+        link_filter = LinkFilter(
+            url_regex=validate_pattern(request.args.get("url_regex"), "url_regex"),
+            title_regex=validate_pattern(request.args.get("title_regex"), "title_regex"),
+            description_regex=validate_pattern(request.args.get("description_regex"), "description_regex"),
+            tags=validate_tags(request.args.getlist("tag"), "tag"),
+        )
+        links, next_token = service.list_links(
+            username, link_filter,
+            start_token=request.args.get("start_token") or None,
+            limit=validate_limit(request.args.get("limit")),
+        )
+        return jsonify({"links": [link_json(link) for link in links], "next_token": next_token})
+
+    @api.post("")
+    def add_link(username: str) -> tuple[Response, int]:
+        try:
+            link = service.add_link(username, NewLink.parse(json_object()), request_id=g.request_id)
+        except DuplicateLink as duplicate:
+            return jsonify({**duplicate.to_body(), "link": link_json(duplicate.existing)}), 409
+        return jsonify(link_json(link)), 201
+
+    @api.put("")
+    def update_link(username: str) -> Response:
+        link = service.update_link(username, LinkChanges.parse(json_object()), request_id=g.request_id)
+        return jsonify(link_json(link))
+
+    @api.delete("")
+    def delete_link(username: str) -> Response:
+        link = service.delete_link(username, validate_url(request.args.get("url")), request_id=g.request_id)
+        return jsonify(link_json(link))
+
+    return api

@@ -1,0 +1,229 @@
+"""Link storage adapters: PostgreSQL for real, in memory for fast unit tests of the use cases.
+tests/link/test_repository_contract.py holds both to the same behaviour."""
+from __future__ import annotations
+
+import copy
+import re
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from ..kit.db import claim_event
+from ..kit.errors import InvalidInput
+from ..kit.events import Event
+from ..kit.outbox import record_event
+from .domain import CheckResult, Link, LinkFilter
+from .service import LinkRepository, UnitOfWork
+
+_COLUMNS = ("id, username, url, url_key, title, description, tags, status, http_status, status_reason, "
+            "checked_at, created_at, updated_at")
+
+
+def _link_from_row(row: dict[str, Any]) -> Link:
+    return Link(
+        id=row["id"], username=row["username"], url=row["url"], url_key=row["url_key"], title=row["title"],
+        description=row["description"], tags=tuple(row["tags"]), status=row["status"],
+        http_status=row["http_status"], status_reason=row["status_reason"], checked_at=row["checked_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+class PostgresLinkRepository(LinkRepository):
+    def __init__(self, cursor: psycopg2.extensions.cursor) -> None:
+        self._cursor = cursor
+
+    def lock_user(self, username: str) -> None:
+        # Transaction-scoped advisory lock on the user: concurrent adds cannot both pass the quota.
+        self._cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"links:{username}",))
+
+    def count(self, username: str) -> int:
+        self._cursor.execute("SELECT count(*) AS n FROM links WHERE username = %s", (username,))
+        return int(self._cursor.fetchone()["n"])
+
+    def get(self, username: str, url_key: str) -> Link | None:
+        self._cursor.execute(f"SELECT {_COLUMNS} FROM links WHERE username = %s AND url_key = %s",
+                             (username, url_key))
+        row = self._cursor.fetchone()
+        return _link_from_row(row) if row else None
+
+    def add(self, link: Link) -> Link:
+        self._cursor.execute(
+            "INSERT INTO links (username, url, url_key, title, description, tags, status, created_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (link.username, link.url, link.url_key, link.title, link.description, list(link.tags), link.status,
+             link.created_at, link.updated_at),
+        )
+        return replace(link, id=self._cursor.fetchone()["id"])
+
+    def update(self, link: Link) -> None:
+        self._cursor.execute(
+            "UPDATE links SET title = %s, description = %s, tags = %s, updated_at = %s WHERE id = %s",
+            (link.title, link.description, list(link.tags), link.updated_at, link.id),
+        )
+
+    def delete(self, link: Link) -> None:
+        self._cursor.execute("DELETE FROM links WHERE id = %s", (link.id,))
+
+    def list(self, username: str, link_filter: LinkFilter, after_id: int | None, limit: int) -> list[Link]:
+        # Regular expressions are evaluated by PostgreSQL (POSIX ARE); the page walks the
+        # (username, id DESC) index, so a user's page never scans other users' rows.
+        conditions = ["username = %s"]
+        params: list[Any] = [username]
+        if after_id is not None:
+            conditions.append("id < %s")
+            params.append(after_id)
+        for column, pattern in (("url", link_filter.url_regex), ("title", link_filter.title_regex),
+                                ("description", link_filter.description_regex)):
+            if pattern is not None:
+                conditions.append(f"{column} ~ %s")
+                params.append(pattern)
+        if link_filter.tags:
+            conditions.append("tags @> %s::text[]")
+            params.append(list(link_filter.tags))
+        params.append(limit)
+        self._cursor.execute(
+            f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s", params
+        )
+        return [_link_from_row(row) for row in self._cursor.fetchall()]
+
+    def check_patterns(self, link_filter: LinkFilter) -> None:
+        for parameter, pattern in link_filter.patterns().items():
+            self._cursor.execute("SAVEPOINT check_pattern")
+            try:
+                self._cursor.execute("SELECT '' ~ %s", (pattern,))
+            except psycopg2.errors.InvalidRegularExpression as exc:
+                self._cursor.execute("ROLLBACK TO SAVEPOINT check_pattern")
+                detail = (exc.diag.message_primary or "invalid regular expression").removeprefix(
+                    "invalid regular expression: ")
+                raise InvalidInput(parameter, f"invalid regular expression: {detail}") from None
+            self._cursor.execute("RELEASE SAVEPOINT check_pattern")
+
+    def apply_check(self, result: CheckResult, url_key: str) -> bool:
+        self._cursor.execute(
+            "UPDATE links SET status = %s, http_status = %s, status_reason = %s, checked_at = %s "
+            "WHERE username = %s AND url_key = %s AND (checked_at IS NULL OR checked_at <= %s)",
+            (result.status, result.http_status, result.reason, result.checked_at, result.username, url_key,
+             result.checked_at),
+        )
+        return self._cursor.rowcount > 0
+
+
+class PostgresUnitOfWork(UnitOfWork):
+    """One database transaction; `begin` is ServiceRuntime.transaction (or Database.transaction)."""
+
+    def __init__(self, begin: Callable[[], AbstractContextManager[psycopg2.extensions.cursor]]) -> None:
+        self._begin = begin
+        self._transaction: Any = None
+
+    def __enter__(self) -> PostgresUnitOfWork:
+        self._transaction = self._begin()
+        self._cursor = self._transaction.__enter__()
+        self.links = PostgresLinkRepository(self._cursor)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._transaction.__exit__(*exc_info)
+
+    def publish(self, event: Event) -> None:
+        record_event(self._cursor, event)
+
+    def claim_event(self, consumer: str, event_id: str) -> bool:
+        return claim_event(self._cursor, consumer, event_id)
+
+
+class InMemoryLinkRepository(LinkRepository):
+    """Behaves like the PostgreSQL repository, except that patterns are Python regular expressions."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Link] = {}
+        self.next_id = 1
+        self.lock = threading.RLock()
+
+    def lock_user(self, username: str) -> None:
+        pass  # the unit of work holds the store's lock for its whole duration
+
+    def count(self, username: str) -> int:
+        return sum(1 for link in self.rows.values() if link.username == username)
+
+    def get(self, username: str, url_key: str) -> Link | None:
+        return next((link for link in self.rows.values()
+                     if link.username == username and link.url_key == url_key), None)
+
+    def add(self, link: Link) -> Link:
+        stored = replace(link, id=self.next_id)
+        self.rows[stored.id] = stored  # type: ignore[index]
+        self.next_id += 1
+        return stored
+
+    def update(self, link: Link) -> None:
+        self.rows[link.id] = link  # type: ignore[index]
+
+    def delete(self, link: Link) -> None:
+        del self.rows[link.id]  # type: ignore[arg-type]
+
+    def list(self, username: str, link_filter: LinkFilter, after_id: int | None, limit: int) -> list[Link]:
+        def matches(link: Link) -> bool:
+            return (
+                link.username == username
+                and (after_id is None or link.id < after_id)  # type: ignore[operator]
+                and all(re.search(pattern, getattr(link, parameter.removesuffix("_regex")))
+                        for parameter, pattern in link_filter.patterns().items())
+                and set(link_filter.tags) <= set(link.tags)
+            )
+
+        return sorted(filter(matches, self.rows.values()), key=lambda link: -link.id)[:limit]  # type: ignore[operator]
+
+    def check_patterns(self, link_filter: LinkFilter) -> None:
+        for parameter, pattern in link_filter.patterns().items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidInput(parameter, f"invalid regular expression: {exc}") from None
+
+    def apply_check(self, result: CheckResult, url_key: str) -> bool:
+        link = self.get(result.username, url_key)
+        if link is None or (link.checked_at is not None and link.checked_at > result.checked_at):
+            return False
+        self.rows[link.id] = replace(link, status=result.status, http_status=result.http_status,  # type: ignore[index]
+                                     status_reason=result.reason, checked_at=result.checked_at)
+        return True
+
+
+class InMemoryUnitOfWork(UnitOfWork):
+    """A unit of work over an in-memory store: changes apply on commit, vanish on rollback."""
+
+    def __init__(self, store: InMemoryLinkRepository) -> None:
+        self._store = store
+        self.published: list[Event] = []
+        self.claimed: set[tuple[str, str]] = set()
+
+    def __enter__(self) -> InMemoryUnitOfWork:
+        self._store.lock.acquire()
+        self._snapshot = (copy.copy(self._store.rows), self._store.next_id, set(self.claimed))
+        self._pending: list[Event] = []
+        self.links = self._store
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            if exc_type is None:
+                self.published.extend(self._pending)
+            else:
+                self._store.rows, self._store.next_id, self.claimed = self._snapshot
+        finally:
+            self._store.lock.release()
+
+    def publish(self, event: Event) -> None:
+        self._pending.append(event)
+
+    def claim_event(self, consumer: str, event_id: str) -> bool:
+        if (consumer, event_id) in self.claimed:
+            return False
+        self.claimed.add((consumer, event_id))
+        return True

@@ -1,0 +1,200 @@
+"""Use cases of the link service. Each runs in one unit of work: the state change and the event it
+produces commit together (the Postgres unit of work writes events to the outbox)."""
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ..kit.errors import InvalidInput, NotFound
+from ..kit.events import LINK_ADDED, LINK_DELETED, LINK_UPDATED, Event, format_timestamp, utc_now
+from .domain import (
+    CheckResult,
+    DuplicateLink,
+    Link,
+    LinkChanges,
+    LinkFilter,
+    NewLink,
+    Page,
+    QuotaExceeded,
+    normalise_url,
+)
+
+CHECK_RESULTS_CONSUMER = "link-check-results"
+
+
+# --- ports ------------------------------------------------------------------------------------
+class LinkRepository(abc.ABC):
+    """Storage of links. Implementations: PostgresLinkRepository and InMemoryLinkRepository, held to
+    the same behaviour by one contract test suite."""
+
+    @abc.abstractmethod
+    def lock_user(self, username: str) -> None:
+        """Serialise writers of one user's links until the unit of work ends (quota checks)."""
+
+    @abc.abstractmethod
+    def count(self, username: str) -> int: ...
+
+    @abc.abstractmethod
+    def get(self, username: str, url_key: str) -> Link | None: ...
+
+    @abc.abstractmethod
+    def add(self, link: Link) -> Link:
+        """Insert; returns the link with its id. The caller has checked for a duplicate under lock_user."""
+
+    @abc.abstractmethod
+    def update(self, link: Link) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, link: Link) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, username: str, link_filter: LinkFilter, after_id: int | None, limit: int) -> list[Link]:
+        """Links newest first (descending id), only those with id < after_id when given."""
+
+    @abc.abstractmethod
+    def check_patterns(self, link_filter: LinkFilter) -> None:
+        """Raise InvalidInput naming the parameter whose regular expression is invalid."""
+
+    @abc.abstractmethod
+    def apply_check(self, result: CheckResult, url_key: str) -> bool:
+        """Record a check result unless a newer one is already recorded; False if nothing changed."""
+
+
+class UnitOfWork(abc.ABC):
+    links: LinkRepository
+
+    @abc.abstractmethod
+    def __enter__(self) -> UnitOfWork: ...
+
+    @abc.abstractmethod
+    def __exit__(self, *exc_info: Any) -> None:
+        """Commit when the block succeeded, roll back otherwise."""
+
+    @abc.abstractmethod
+    def publish(self, event: Event) -> None:
+        """Publish `event` if, and only if, this unit of work commits."""
+
+    @abc.abstractmethod
+    def claim_event(self, consumer: str, event_id: str) -> bool:
+        """False if `consumer` already handled `event_id` (commits with the unit of work)."""
+
+
+# --- page tokens ------------------------------------------------------------------------------
+def encode_page_token(after_id: int, link_filter: LinkFilter) -> str:
+    body = json.dumps({"a": after_id, "f": _filter_digest(link_filter)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, link_filter: LinkFilter) -> int | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        body = json.loads(raw)
+        after_id = body["a"]
+        if not isinstance(after_id, int) or isinstance(after_id, bool) or after_id < 1:
+            raise ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidInput("start_token", "is not a valid page token") from None
+    if body.get("f") != _filter_digest(link_filter):
+        raise InvalidInput("start_token", "belongs to a listing with other filters")
+    return after_id
+
+
+def _filter_digest(link_filter: LinkFilter) -> str:
+    return hashlib.sha256(json.dumps(link_filter.fingerprint()).encode()).hexdigest()[:16]
+
+
+# --- use cases --------------------------------------------------------------------------------
+class LinkService:
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork], *, max_links_per_user: int,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._uow = unit_of_work
+        self._max_links = max_links_per_user
+        self._now = clock
+
+    def list_links(self, username: str, link_filter: LinkFilter, *, start_token: str | None,
+                   limit: int) -> tuple[list[Link], str | None]:
+        after_id = decode_page_token(start_token, link_filter)
+        with self._uow() as uow:
+            uow.links.check_patterns(link_filter)
+            rows = uow.links.list(username, link_filter, after_id, limit + 1)
+        page = Page(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
+        token = encode_page_token(page.next_after_id, link_filter) if page.next_after_id else None
+        return page.links, token
+
+    def add_link(self, username: str, new: NewLink, *, request_id: str | None = None) -> Link:
+        now = self._now()
+        url_key = normalise_url(new.url)
+        with self._uow() as uow:
+            uow.links.lock_user(username)
+            existing = uow.links.get(username, url_key)
+            if existing is not None:
+                raise DuplicateLink(existing)
+            if uow.links.count(username) >= self._max_links:
+                raise QuotaExceeded(self._max_links)
+            link = uow.links.add(Link(
+                username=username, url=new.url, url_key=url_key, title=new.title,
+                description=new.description, tags=new.tags, created_at=now, updated_at=now,
+            ))
+            uow.publish(link_event(LINK_ADDED, "link_added", link, request_id))
+        return link
+
+    def update_link(self, username: str, changes: LinkChanges, *, request_id: str | None = None) -> Link:
+        url_key = normalise_url(changes.url)
+        with self._uow() as uow:
+            uow.links.lock_user(username)
+            current = uow.links.get(username, url_key)
+            if current is None:
+                raise NotFound(f"url: no saved link {changes.url}")
+            updated = current.with_changes(
+                title=changes.title, description=changes.description,
+                add_tags=changes.add_tags, remove_tags=changes.remove_tags, now=self._now(),
+            )
+            if updated is not current:  # an update that changes nothing writes nothing
+                uow.links.update(updated)
+                uow.publish(link_event(LINK_UPDATED, "link_updated", updated, request_id))
+        return updated
+
+    def delete_link(self, username: str, url: str, *, request_id: str | None = None) -> Link:
+        url_key = normalise_url(url)
+        with self._uow() as uow:
+            uow.links.lock_user(username)
+            current = uow.links.get(username, url_key)
+            if current is None:
+                raise NotFound(f"url: no saved link {url}")
+            uow.links.delete(current)
+            uow.publish(link_event(LINK_DELETED, "link_deleted", current, request_id))
+        return current
+
+    def apply_check_result(self, event_id: str, result: CheckResult) -> bool:
+        """Apply a link-checked event once; False when it was a redelivery."""
+        with self._uow() as uow:
+            if not uow.claim_event(CHECK_RESULTS_CONSUMER, event_id):
+                return False
+            uow.links.apply_check(result, normalise_url(result.url))
+        return True
+
+
+def link_event(subject: str, event_type: str, link: Link, request_id: str | None) -> Event:
+    return Event(
+        subject=subject,
+        event_type=event_type,
+        author=link.username,
+        request_id=request_id,
+        data={
+            "username": link.username,
+            "url": link.url,
+            "title": link.title,
+            "description": link.description,
+            "tags": list(link.tags),
+            "link_created_at": format_timestamp(link.created_at),
+            "link_updated_at": format_timestamp(link.updated_at),
+        },
+    )

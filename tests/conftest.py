@@ -1,0 +1,68 @@
+"""Real servers for the whole suite: PostgreSQL and NATS JetStream are started from the pip
+packages unless TEST_POSTGRES_URL (an admin DSN) / TEST_NATS_URL point at running ones."""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from delinkcious.local.servers import NatsServer, PostgresServer, ensure_service_database
+from tests.support.services import ServiceEnvironment
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("TEST_POSTGRES_URL")
+    if configured:
+        yield configured
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server.admin_dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("TEST_NATS_URL")
+    if configured:
+        yield configured
+        return
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("secrets")
+
+
+@pytest.fixture(scope="session")
+def callers_dir(secrets_dir: Path) -> Path:
+    """Caller tokens as a Kubernetes secret volume would hold them: one file per caller."""
+    directory = secrets_dir / "callers"
+    directory.mkdir()
+    for caller in ("api-gateway", "news", "test-outsider"):
+        (directory / caller).write_text(secrets.token_urlsafe(32))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def service_environment(postgres_admin_dsn: str, nats_url: str, secrets_dir: Path,
+                        callers_dir: Path) -> ServiceEnvironment:
+    return ServiceEnvironment(
+        postgres_admin_dsn=postgres_admin_dsn,
+        nats_url=nats_url,
+        secrets_dir=secrets_dir,
+        callers_dir=callers_dir,
+        ensure_database=ensure_service_database,
+    )

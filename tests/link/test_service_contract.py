@@ -1,0 +1,258 @@
+"""The link use cases, run against BOTH repositories: the in-memory one used for fast unit tests and
+the PostgreSQL one used in production. One suite keeps them from disagreeing."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import pytest
+
+from delinkcious.kit.db import Database, build_dsn
+from delinkcious.kit.errors import InvalidInput, NotFound
+from delinkcious.link.app import DEFINITION
+from delinkcious.link.domain import CheckResult, DuplicateLink, LinkChanges, LinkFilter, NewLink, QuotaExceeded
+from delinkcious.link.repository import (
+    InMemoryLinkRepository,
+    InMemoryUnitOfWork,
+    PostgresUnitOfWork,
+)
+from delinkcious.link.service import LinkService
+from tests.support.services import unique_username
+
+
+@dataclass
+class Backend:
+    name: str
+    unit_of_work: Callable[[], Any]
+    events_for: Callable[[str], list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def postgres_database(service_environment) -> Iterator[Database]:
+    access = service_environment.database(DEFINITION)
+    database = Database(build_dsn(access.dsn, access.read_password()), pool_size=8)
+    yield database
+    database.close()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def backend(request) -> Backend:
+    if request.param == "memory":
+        uow = InMemoryUnitOfWork(InMemoryLinkRepository())
+
+        def memory_events(username: str) -> list[dict[str, Any]]:
+            return [event.payload() | {"subject": event.subject} for event in uow.published
+                    if event.author == username]
+
+        return Backend("memory", lambda: uow, memory_events)
+
+    database: Database = request.getfixturevalue("postgres_database")
+
+    def outbox_events(username: str) -> list[dict[str, Any]]:
+        with database.transaction() as cursor:
+            cursor.execute("SELECT subject, payload FROM outbox WHERE payload->>'author' = %s ORDER BY id",
+                           (username,))
+            return [row["payload"] | {"subject": row["subject"]} for row in cursor.fetchall()]
+
+    return Backend("postgres", lambda: PostgresUnitOfWork(database.transaction), outbox_events)
+
+
+@pytest.fixture
+def service(backend: Backend) -> LinkService:
+    return LinkService(backend.unit_of_work, max_links_per_user=5)
+
+
+@pytest.fixture
+def user() -> str:
+    return unique_username()
+
+
+def new(url: str, title: str = "Title", **extra: Any) -> NewLink:
+    return NewLink.parse({"url": url, "title": title, **extra})
+
+
+def all_pages(service: LinkService, user: str, link_filter: LinkFilter = LinkFilter(), limit: int = 2) -> list[str]:
+    urls: list[str] = []
+    token = None
+    while True:
+        links, token = service.list_links(user, link_filter, start_token=token, limit=limit)
+        urls += [link.url for link in links]
+        if token is None:
+            return urls
+
+
+def test_add_then_list_newest_first(service, user, backend):
+    service.add_link(user, new("https://a.example/1", tags=["Py", "py", "web"]))
+    added = service.add_link(user, new("https://a.example/2", description="two"))
+    assert added.status == "pending" and added.description == "two"
+    links, token = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    assert [link.url for link in links] == ["https://a.example/2", "https://a.example/1"]
+    assert links[1].tags == ("py", "web")
+    assert token is None
+    assert [event["event_type"] for event in backend.events_for(user)] == ["link_added", "link_added"]
+
+
+def test_users_do_not_see_each_other(service, user):
+    other = unique_username()
+    service.add_link(user, new("https://a.example/mine"))
+    service.add_link(other, new("https://a.example/theirs"))
+    assert all_pages(service, user) == ["https://a.example/mine"]
+
+
+def test_duplicate_after_normalisation_carries_the_existing_link(service, user, backend):
+    original = service.add_link(user, new("https://Example.com:443/page/"))
+    with pytest.raises(DuplicateLink) as raised:
+        service.add_link(user, new("https://example.com/page", title="other"))
+    assert raised.value.existing.url == original.url and raised.value.existing.title == "Title"
+    assert raised.value.status == 409 and raised.value.code == "duplicate_link"
+    assert len(backend.events_for(user)) == 1  # the refused write published nothing
+
+
+def test_same_url_for_two_users_is_fine(service, user):
+    service.add_link(user, new("https://example.com/shared"))
+    service.add_link(unique_username(), new("https://example.com/shared"))
+
+
+def test_quota(service, user, backend):
+    for index in range(5):
+        service.add_link(user, new(f"https://q.example/{index}"))
+    with pytest.raises(QuotaExceeded) as raised:
+        service.add_link(user, new("https://q.example/6"))
+    assert raised.value.code == "quota_exceeded" and raised.value.status == 409
+    assert len(backend.events_for(user)) == 5
+    service.delete_link(user, "https://q.example/0")
+    service.add_link(user, new("https://q.example/6"))
+
+
+def test_concurrent_adds_respect_the_quota(service, user):
+    outcomes: list[str] = []
+
+    def add(index: int) -> None:
+        try:
+            service.add_link(user, new(f"https://race.example/{index}"))
+            outcomes.append("added")
+        except QuotaExceeded:
+            outcomes.append("quota")
+
+    threads = [threading.Thread(target=add, args=(index,)) for index in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("added") == 5 and outcomes.count("quota") == 7
+    assert len(all_pages(service, user, limit=100)) == 5
+
+
+def test_update(service, user, backend):
+    service.add_link(user, new("https://u.example/x", tags=["a", "b"]))
+    updated = service.update_link(user, LinkChanges.parse(
+        {"url": "HTTPS://u.example/x/", "title": "New", "add_tags": ["C"], "remove_tags": ["a"]}))
+    assert (updated.title, updated.tags) == ("New", ("b", "c"))
+    assert updated.updated_at >= updated.created_at
+    links, _ = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    assert links[0].title == "New" and links[0].tags == ("b", "c")
+    events = backend.events_for(user)
+    assert [event["event_type"] for event in events] == ["link_added", "link_updated"]
+    assert events[1]["title"] == "New" and events[1]["tags"] == ["b", "c"]
+
+
+def test_update_that_changes_nothing_writes_nothing(service, user, backend):
+    service.add_link(user, new("https://u.example/same", title="Same"))
+    service.update_link(user, LinkChanges.parse({"url": "https://u.example/same", "title": "Same"}))
+    assert len(backend.events_for(user)) == 1
+
+
+def test_update_and_delete_of_missing_links(service, user, backend):
+    with pytest.raises(NotFound):
+        service.update_link(user, LinkChanges.parse({"url": "https://missing.example", "title": "x"}))
+    with pytest.raises(NotFound):
+        service.delete_link(user, "https://missing.example")
+    assert backend.events_for(user) == []
+
+
+def test_delete(service, user, backend):
+    service.add_link(user, new("https://d.example/x"))
+    deleted = service.delete_link(user, "https://D.example/x/")
+    assert deleted.url == "https://d.example/x"
+    assert all_pages(service, user) == []
+    assert [event["event_type"] for event in backend.events_for(user)] == ["link_added", "link_deleted"]
+
+
+def test_filters(service, user):
+    service.add_link(user, new("https://docs.python.org/3/", title="Python docs", description="reference",
+                               tags=["python", "docs"]))
+    service.add_link(user, new("https://go.dev/doc", title="Go docs", description="reference", tags=["go", "docs"]))
+    service.add_link(user, new("https://news.example/python-3-14", title="News", description="Release notes",
+                               tags=["python"]))
+
+    def urls(**kwargs: Any) -> list[str]:
+        return all_pages(service, user, LinkFilter(**kwargs), limit=10)
+
+    assert urls(url_regex="python") == ["https://news.example/python-3-14", "https://docs.python.org/3/"]
+    assert urls(title_regex="^Go ") == ["https://go.dev/doc"]
+    assert urls(description_regex="notes$") == ["https://news.example/python-3-14"]
+    assert urls(tags=("docs",)) == ["https://go.dev/doc", "https://docs.python.org/3/"]
+    assert urls(tags=("docs", "python")) == ["https://docs.python.org/3/"]
+    assert urls(title_regex="docs", url_regex="go") == ["https://go.dev/doc"]
+    assert urls(title_regex="nothing matches") == []
+
+
+@pytest.mark.parametrize("parameter", ["url_regex", "title_regex", "description_regex"])
+def test_invalid_regex_names_the_parameter(service, user, parameter):
+    with pytest.raises(InvalidInput) as raised:
+        service.list_links(user, LinkFilter(**{parameter: "(unclosed"}), start_token=None, limit=10)
+    assert raised.value.field == parameter
+
+
+def test_pagination_filters_and_tokens(service, user):
+    for index in range(5):
+        service.add_link(user, new(f"https://p.example/{index}", tags=["even" if index % 2 == 0 else "odd"]))
+    assert all_pages(service, user, limit=2) == [f"https://p.example/{i}" for i in (4, 3, 2, 1, 0)]
+    assert all_pages(service, user, LinkFilter(tags=("even",)), limit=1) == \
+        [f"https://p.example/{i}" for i in (4, 2, 0)]
+    links, token = service.list_links(user, LinkFilter(), start_token=None, limit=5)
+    assert len(links) == 5 and token is None  # an exactly full last page has no next page
+
+
+def test_check_results_apply_once_and_never_go_back_in_time(service, user):
+    service.add_link(user, new("https://c.example/x"))
+    checked_at = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    result = CheckResult(username=user, url="https://C.example/x/", status="valid", checked_at=checked_at,
+                         http_status=200)
+    assert service.apply_check_result("evt-1", result) is True
+    assert service.apply_check_result("evt-1", result) is False  # redelivery
+    stale = CheckResult(username=user, url="https://c.example/x", status="invalid",
+                        checked_at=checked_at - timedelta(hours=1), http_status=404)
+    service.apply_check_result("evt-0", stale)
+    links, _ = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    assert (links[0].status, links[0].http_status, links[0].checked_at) == ("valid", 200, checked_at)
+    newer = CheckResult(username=user, url="https://c.example/x", status="invalid",
+                        checked_at=checked_at + timedelta(hours=1), http_status=404, reason="not found")
+    service.apply_check_result("evt-2", newer)
+    links, _ = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    assert (links[0].status, links[0].status_reason) == ("invalid", "not found")
+
+
+def test_check_result_for_a_deleted_link_is_ignored(service, user):
+    result = CheckResult(username=user, url="https://gone.example", status="valid",
+                         checked_at=datetime.now(timezone.utc))
+    assert service.apply_check_result("evt-gone", result) is True
+    assert all_pages(service, user) == []
+
+
+def test_failed_unit_of_work_leaves_nothing_behind(service, user, backend):
+    service.add_link(user, new("https://r.example/kept"))
+    with pytest.raises(RuntimeError):
+        with backend.unit_of_work() as uow:
+            uow.links.lock_user(user)
+            existing = uow.links.get(user, "https://r.example/kept")
+            uow.links.delete(existing)
+            from delinkcious.link.service import link_event
+
+            uow.publish(link_event("delinkcious.links.v1.deleted", "link_deleted", existing, None))
+            raise RuntimeError("crash before commit")
+    assert all_pages(service, user) == ["https://r.example/kept"]
+    assert [event["event_type"] for event in backend.events_for(user)] == ["link_added"]
