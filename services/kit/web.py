@@ -42,6 +42,7 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint]) -> Flask:
 
     app.before_request(_begin_request)
     app.after_request(_finish_request)
+    app.teardown_request(lambda _error: clear_contextvars())  # worker threads are reused
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

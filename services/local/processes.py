@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,13 +71,30 @@ def stop_leftover(pid_file: Path, stop_signal: signal.Signals, timeout: float) -
         log.warning("stopping leftover process %d recorded in %s", process.pid, pid_file)
         try:
             process.send_signal(stop_signal)
-            process.wait(timeout)
-        except psutil.TimeoutExpired:
-            _kill_group(process.pid)
-            _wait_quietly(process)
         except psutil.NoSuchProcess:
             pass
+        if not _wait_gone(process, timeout):
+            _kill_group(process.pid)
+            _wait_gone(process, _KILL_WAIT_SECONDS)
     pid_file.unlink(missing_ok=True)
+
+
+def _wait_gone(process: psutil.Process, timeout: float) -> bool:
+    """Wait for a process that is not our child to exit.
+
+    psutil's wait() counts a zombie as alive, and an orphan's zombie lingers
+    until init reaps it, which some container inits never do.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _kill_group(pid: int) -> None:
@@ -87,13 +105,6 @@ def _kill_group(pid: int) -> None:
         else:
             os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
-
-
-def _wait_quietly(process: psutil.Process) -> None:
-    try:
-        process.wait(_KILL_WAIT_SECONDS)
-    except (psutil.TimeoutExpired, psutil.NoSuchProcess):
         pass
 
 
