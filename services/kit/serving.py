@@ -7,6 +7,7 @@ consumers, drains the outbox and closes its pools; the master exits 0.
 """
 from __future__ import annotations
 
+import math
 import shutil
 from typing import Any
 
@@ -48,10 +49,12 @@ class ServiceApplication(BaseApplication):
             "workers": s.web_workers,
             "worker_class": "gthread",
             "threads": s.web_threads,
-            "graceful_timeout": s.graceful_timeout,
+            "graceful_timeout": math.ceil(s.graceful_timeout),
             "timeout": 30,
             "keepalive": 5,
             "max_requests": 0,
+            # The runtime control socket is an extra way into the process; we manage by signals.
+            "control_socket_disable": True,
             "logger_class": _StructlogGunicornLogger,
             "loglevel": s.log_level,
             "proc_name": f"delinkcious-{self.definition.name}",

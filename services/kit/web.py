@@ -91,7 +91,6 @@ def is_ops_path(path: str) -> bool:
 def _begin_request() -> None:
     g.started = time.perf_counter()
     g.request_id = accept_or_create_request_id(request.headers.get("X-Request-Id"))
-    clear_contextvars()
     bind_contextvars(request_id=g.request_id)
     if not is_ops_path(request.path):
         runtime = runtime_of_current_app()

@@ -43,11 +43,12 @@ def link_json(link: Link) -> dict[str, Any]:
 def links_blueprint(service: LinkService) -> Blueprint:
     api = Blueprint("links", __name__, url_prefix="/v1/users/<username>/links")
 
-    @api.url_value_preprocessor
-    def _user(_endpoint: str | None, values: dict[str, Any] | None) -> None:
-        if values is not None:
-            validate_username(values["username"])
-            bind_contextvars(user=values["username"])
+    @api.before_request
+    def _user() -> None:
+        # Runs after the kit's request set-up (request id, caller identity).
+        username = (request.view_args or {})["username"]
+        validate_username(username)
+        bind_contextvars(user=username)
 
     @api.get("")
     def list_links(username: str) -> Response:

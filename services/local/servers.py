@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote, urlencode
 
+import psutil
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
@@ -95,6 +96,10 @@ class _Server(ABC):
     @property
     def running(self) -> bool:
         return self._child is not None and self._child.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self.running and self._child is not None else None
 
     @property
     def address(self) -> str:
@@ -250,6 +255,27 @@ class PostgresServer(_Server):
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         self._socket_dir = self._prepare_socket_dir(run_as)
+        self._remove_files_of_dead_postmaster(self._socket_dir)
+
+    def _remove_files_of_dead_postmaster(self, socket_dir: Path) -> None:
+        """Drop the lock files a killed postmaster left, unless it is in fact still alive.
+
+        PostgreSQL only checks that the pid in a lock file exists; an unreaped
+        zombie of a killed postmaster (some container inits never reap) or a
+        recycled pid would make it refuse to start.
+        """
+        postmaster_pid = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(postmaster_pid.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and _is_postmaster_of(pid, self.pgdata):
+            return  # postgres will refuse with a clear message; never remove a live cluster's lock
+        if pid is not None:
+            log.info("removing %s of a postmaster (pid %d) that is gone", postmaster_pid, pid)
+        postmaster_pid.unlink(missing_ok=True)
+        for socket_file in socket_dir.glob(".s.PGSQL.*"):  # the directory is private to this server
+            socket_file.unlink(missing_ok=True)
 
     def _ensure_superuser_password(self, run_as: RunAs | None) -> None:
         if (self.pgdata / "PG_VERSION").exists() and not self.superuser_password_file.exists():
@@ -344,6 +370,14 @@ class PostgresServer(_Server):
         except OSError:
             return False
         return len(lines) >= 8 and lines[0].strip() == str(self._child.pid) and lines[7].strip() == "ready"
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and str(pgdata) in process.cmdline()
+    except psutil.Error:
+        return False
 
 
 def _ensure_system_user(name: str) -> RunAs:

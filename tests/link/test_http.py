@@ -17,7 +17,7 @@ from tests.support.services import unique_username
 
 @pytest.fixture(scope="module")
 def link_app(service_environment):
-    with service_environment.running(DEFINITION, max_links_per_user=50) as (runtime, app):
+    with service_environment.running(DEFINITION, max_links_per_user=100) as (runtime, app):
         yield runtime, app
 
 
@@ -100,10 +100,10 @@ def test_duplicate_is_409_with_the_existing_link(api):
 
 
 def test_quota_is_409_quota_exceeded(api, link_app):
-    for index in range(50):
+    for index in range(100):
         assert api.add(f"https://quota.example/{index}").status_code == 201
     body = assert_error(api.add("https://quota.example/over"), 409, "quota_exceeded")
-    assert body["limit"] == 50
+    assert body["limit"] == 100
 
 
 @pytest.mark.parametrize("payload,field", [

@@ -1,0 +1,584 @@
+"""`delinkcious up`: the whole system on one machine, no Docker.
+
+Starts PostgreSQL, NATS (JetStream) and Redis from pip-installed packages
+(unless POSTGRES_URL / NATS_URL / REDIS_URL point at existing servers), gives
+every service its own database role, caller token and environment, runs each
+service as a supervised child process, prints one status table once they are
+ready, and on SIGINT/SIGTERM stops the services first and the servers last.
+All state lives in one data directory, so the next `up` finds it as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import psycopg2
+import psycopg2.extensions
+
+from delinkcious.local.processes import ChildProcess
+from delinkcious.local.servers import (
+    DatabaseAccess,
+    NatsServer,
+    PostgresServer,
+    RedisServer,
+    ServerError,
+    ensure_secret_file,
+    ensure_service_database,
+    url_host,
+)
+
+log = logging.getLogger("delinkcious.local.runtime")
+
+DEVELOPER_CALLER = "developer"
+READINESS_TIMEOUT = 120.0
+SERVICE_STOP_TIMEOUT = 30.0
+_SUPERVISION_TICK = 0.2
+_READINESS_PROBE_TIMEOUT = 1.0
+
+# Variables naming an existing server; they configure the runtime, not the services.
+SERVER_VARIABLES = ("POSTGRES_URL", "NATS_URL", "REDIS_URL")
+# Variables the runtime sets per service; values inherited from our own
+# environment are dropped so that, e.g., a stray DATABASE_URL never reaches a service.
+MANAGED_VARIABLES = frozenset(
+    {
+        *SERVER_VARIABLES,
+        "SERVICE_NAME",
+        "HOST",
+        "PORT",
+        "LOG_FORMAT",
+        "DATABASE_URL",
+        "DATABASE_PASSWORD_FILE",
+        "CALLER_TOKEN_FILE",
+        "TRUSTED_CALLERS_DIR",
+        "ALLOWED_CALLERS",
+    }
+)
+
+
+class ServiceSpec(Protocol):
+    """What the runtime needs from an entry of `delinkcious.registry.SERVICES`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def default_port(self) -> int: ...
+    @property
+    def uses_postgres(self) -> bool: ...
+    @property
+    def uses_redis(self) -> bool: ...
+    @property
+    def uses_nats(self) -> bool: ...
+    @property
+    def allowed_callers(self) -> tuple[str, ...]: ...
+
+
+# --------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class Options:
+    data_dir: Path
+    host: str
+    postgres_port: int
+    nats_port: int
+    redis_port: int
+    only: tuple[str, ...]
+    log_format: str
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """$DELINKCIOUS_DATA_DIR, else $XDG_DATA_HOME/delinkcious, else ~/.local/share/delinkcious."""
+    if environ.get("DELINKCIOUS_DATA_DIR"):
+        return Path(environ["DELINKCIOUS_DATA_DIR"]).expanduser()
+    if environ.get("XDG_DATA_HOME"):
+        return Path(environ["XDG_DATA_HOME"]).expanduser() / "delinkcious"
+    return Path.home() / ".local" / "share" / "delinkcious"
+
+
+def parse_options(argv: Sequence[str], environ: Mapping[str, str], stdout_is_tty: bool) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="delinkcious up",
+        description="Run the whole Delinkcious system locally (embedded PostgreSQL, NATS and Redis).",
+    )
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(environ))
+    parser.add_argument("--host", default="127.0.0.1", help="address every server and service listens on")
+    parser.add_argument("--postgres-port", type=int, default=15432)
+    parser.add_argument("--nats-port", type=int, default=14222)
+    parser.add_argument("--redis-port", type=int, default=16379)
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="SERVICE", help="start only this service (repeatable)"
+    )
+    parser.add_argument("--log-format", choices=("json", "console"), default="console" if stdout_is_tty else "json")
+    arguments = parser.parse_args(list(argv))
+    return Options(
+        data_dir=arguments.data_dir.expanduser().absolute(),
+        host=arguments.host,
+        postgres_port=arguments.postgres_port,
+        nats_port=arguments.nats_port,
+        redis_port=arguments.redis_port,
+        only=tuple(dict.fromkeys(arguments.only)),
+        log_format=arguments.log_format,
+    )
+
+
+def select_services(services: Sequence[ServiceSpec], only: Sequence[str]) -> list[ServiceSpec]:
+    """The services named by --only (all of them if none is named), in registry order."""
+    known = {spec.name for spec in services}
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise ValueError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [spec for spec in services if not only or spec.name in only]
+
+
+# --------------------------------------------------------------------------------------
+# Secrets
+
+
+@dataclass(frozen=True)
+class SecretsLayout:
+    """data_dir/secrets (0700): callers/<name> tokens and postgres/<role> passwords (files 0600)."""
+
+    root: Path
+
+    @property
+    def callers_dir(self) -> Path:
+        return self.root / "callers"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.root / "postgres"
+
+    def caller_token_file(self, caller: str) -> Path:
+        return self.callers_dir / caller
+
+
+def ensure_caller_tokens(layout: SecretsLayout, callers: Sequence[str]) -> None:
+    """One token per caller, generated on first use and kept afterwards."""
+    layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    layout.root.chmod(0o700)
+    for caller in callers:
+        ensure_secret_file(layout.caller_token_file(caller))
+
+
+# --------------------------------------------------------------------------------------
+# Service environment
+
+
+@dataclass(frozen=True)
+class ServiceWiring:
+    """What the runtime tells every service about its surroundings."""
+
+    host: str
+    log_format: str
+    secrets: SecretsLayout
+    service_names: tuple[str, ...]  # all known services, to keep their overrides apart
+    nats_url: str | None = None
+    redis_url: str | None = None
+    databases: Mapping[str, DatabaseAccess] = field(default_factory=dict)
+
+
+def override_prefix(service_name: str) -> str:
+    """Prefix of per-service variables: `link-checker` -> `LINK_CHECKER__`."""
+    return service_name.upper().replace("-", "_") + "__"
+
+
+def service_environment(spec: ServiceSpec, wiring: ServiceWiring, base_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one service process.
+
+    Our own environment minus the variables the runtime manages and minus every
+    service's `<SERVICE>__<NAME>` overrides; then the runtime's settings; then
+    this service's overrides as `<NAME>`, which win.
+    """
+    prefixes = tuple(override_prefix(name) for name in wiring.service_names)
+    environment = {
+        name: value
+        for name, value in base_env.items()
+        if name not in MANAGED_VARIABLES and not name.startswith(prefixes)
+    }
+    environment.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the terminal as they happen
+    environment.update(
+        SERVICE_NAME=spec.name,
+        HOST=wiring.host,
+        PORT=str(spec.default_port),
+        LOG_FORMAT=wiring.log_format,
+        CALLER_TOKEN_FILE=str(wiring.secrets.caller_token_file(spec.name)),
+        TRUSTED_CALLERS_DIR=str(wiring.secrets.callers_dir),
+        ALLOWED_CALLERS=",".join(dict.fromkeys((*spec.allowed_callers, DEVELOPER_CALLER))),
+    )
+    environment.update(_dependency_variables(spec, wiring))
+    own_prefix = override_prefix(spec.name)
+    environment.update(
+        {
+            name.removeprefix(own_prefix): value
+            for name, value in base_env.items()
+            if name.startswith(own_prefix) and len(name) > len(own_prefix)
+        }
+    )
+    return environment
+
+
+def _dependency_variables(spec: ServiceSpec, wiring: ServiceWiring) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    if spec.uses_postgres:
+        database = wiring.databases[spec.name]
+        variables.update(DATABASE_URL=database.dsn, DATABASE_PASSWORD_FILE=str(database.password_file))
+    if spec.uses_nats:
+        assert wiring.nats_url is not None, "NATS is needed but was not started"
+        variables["NATS_URL"] = wiring.nats_url
+    if spec.uses_redis:
+        assert wiring.redis_url is not None, "Redis is needed but was not started"
+        variables["REDIS_URL"] = wiring.redis_url
+    return variables
+
+
+def service_command(name: str) -> list[str]:
+    return [sys.executable, "-m", "delinkcious.cli", "serve", name]
+
+
+# --------------------------------------------------------------------------------------
+# Supervision
+
+
+@dataclass
+class RestartBackoff:
+    """Delay before restarting a crashed child: 1 s doubling up to 30 s, reset once it ran 60 s."""
+
+    initial: float = 1.0
+    maximum: float = 30.0
+    stable_after: float = 60.0
+    _next: float = 1.0
+
+    def delay_after(self, uptime: float) -> float:
+        if uptime >= self.stable_after:
+            self._next = self.initial
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+
+def probe_host(host: str) -> str:
+    """Where to reach a server that listens on `host` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+class SupervisedService:
+    """One service: its child process, restarts and readiness."""
+
+    def __init__(self, name: str, command: Sequence[str], environment: Mapping[str, str], pid_file: Path) -> None:
+        self.name = name
+        self.command = list(command)
+        self.environment = dict(environment)
+        self.host = environment["HOST"]
+        self.port = int(environment["PORT"])
+        self.pid_file = pid_file
+        self.ready = False
+        self._child: ChildProcess | None = None
+        self._started_at = 0.0
+        self._restart_at: float | None = None
+        self._backoff = RestartBackoff()
+
+    @property
+    def address(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
+
+    def start(self) -> None:
+        self._child = ChildProcess(self.command, pid_file=self.pid_file, env=self.environment)
+        self._child.start()
+        self._started_at = time.monotonic()
+        self._restart_at = None
+
+    def supervise(self, now: float) -> None:
+        """Notice an exit and schedule a restart; restart when it is due."""
+        if self._child is not None and (exit_code := self._child.poll()) is not None:
+            self._child.forget_pid_file()
+            self._child = None
+            self.ready = False
+            delay = self._backoff.delay_after(now - self._started_at)
+            log.warning("%s exited with code %d, restarting in %.0f s", self.name, exit_code, delay)
+            self._restart_at = now + delay
+        if self._restart_at is not None and now >= self._restart_at:
+            self.start()
+
+    def check_readiness(self) -> bool:
+        if self._child is None or not self._child.running:
+            self.ready = False
+        else:
+            url = f"http://{url_host(probe_host(self.host))}:{self.port}/healthz/readiness"
+            try:
+                with urllib.request.urlopen(url, timeout=_READINESS_PROBE_TIMEOUT) as response:
+                    self.ready = response.status == 200
+            except (urllib.error.URLError, OSError, ValueError):
+                self.ready = False  # HTTPError (e.g. 503) is a URLError too
+        return self.ready
+
+    def signal_stop(self) -> None:
+        self._restart_at = None
+        if self._child is not None:
+            self._child.signal_stop()
+
+    def wait_stopped(self, timeout: float) -> None:
+        if self._child is not None:
+            self._child.wait_stopped(timeout)
+            self._child = None
+
+
+# --------------------------------------------------------------------------------------
+# Status report
+
+
+@dataclass(frozen=True)
+class ServerEndpoint:
+    """A shared server for the status table: its kind, a password-free address, and who runs it."""
+
+    kind: str
+    address: str
+    external: bool
+
+
+def display_address(url_or_dsn: str) -> str:
+    """A URL/DSN without user names or passwords (several comma-separated URLs allowed)."""
+    if "://" not in url_or_dsn:  # libpq keyword/value DSN
+        options = psycopg2.extensions.parse_dsn(url_or_dsn)
+        return f"{options.get('host', 'localhost')}:{options.get('port', '5432')}/{options.get('dbname', '')}"
+    return ",".join(_without_credentials(part.strip()) for part in url_or_dsn.split(","))
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc, query="").geturl()
+
+
+def status_report(
+    services: Sequence[SupervisedService], servers: Sequence[ServerEndpoint], data_dir: Path, developer_token: Path
+) -> str:
+    rows = [("service", "address", "ready")]
+    rows += [(service.name, service.address, "yes" if service.ready else "no") for service in services]
+    rows += [
+        (server.kind, server.address + (" (external)" if server.external else ""), "yes") for server in servers
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    lines = [f"{name:<{widths[0]}}  {address:<{widths[1]}}  {ready}".rstrip() for name, address, ready in rows]
+    lines += [f"data dir: {data_dir}", f"developer caller token: {developer_token}"]
+    not_ready = [service.name for service in services if not service.ready]
+    lines.append("delinkcious is up" + (f" (not ready: {', '.join(not_ready)})" if not_ready else ""))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# The runtime
+
+
+class _StopRequested(Exception):
+    """SIGINT/SIGTERM arrived while starting up."""
+
+
+@contextmanager
+def _stop_signals(handler: Callable[[], None]) -> Iterator[None]:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        handler()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
+
+
+class LocalRuntime:
+    """One `up` run: servers, secrets and supervised services, stopped in order at the end."""
+
+    def __init__(
+        self,
+        options: Options,
+        all_services: Sequence[ServiceSpec],
+        environ: Mapping[str, str],
+        command_for: Callable[[str], list[str]] = service_command,
+    ) -> None:
+        self.options = options
+        self.command_for = command_for
+        self.all_services = list(all_services)
+        self.selected = select_services(all_services, options.only)
+        self.environ = dict(environ)
+        self.secrets = SecretsLayout(options.data_dir / "secrets")
+        self.services: list[SupervisedService] = []
+        self.endpoints: list[ServerEndpoint] = []
+        self._started_servers: dict[str, PostgresServer | NatsServer | RedisServer] = {}
+        self._stop_requested = False
+
+    def run(self) -> int:
+        with _stop_signals(self._request_stop):
+            try:
+                self._start()
+                self._supervise()
+                return 0
+            except _StopRequested:
+                return 0
+            except (ServerError, psycopg2.Error, OSError) as error:
+                log.error("could not start: %s", error)
+                return 1
+            finally:
+                self._stop()
+                _print("delinkcious stopped\n")
+
+    def _request_stop(self) -> None:
+        if not self._stop_requested:
+            log.info("stopping")
+        self._stop_requested = True
+
+    def _check_stop(self) -> None:
+        # Startup steps are short, so a stop request is honoured between them.
+        if self._stop_requested:
+            raise _StopRequested()
+
+    def _start(self) -> None:
+        self.options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_caller_tokens(self.secrets, [spec.name for spec in self.all_services] + [DEVELOPER_CALLER])
+        wiring = self._start_servers()
+        for spec in self.selected:
+            self._check_stop()
+            service = SupervisedService(
+                spec.name,
+                self.command_for(spec.name),
+                service_environment(spec, wiring, self.environ),
+                pid_file=self.options.data_dir / "run" / f"{spec.name}.pid",
+            )
+            service.start()
+            self.services.append(service)
+            log.info("started %s on %s", service.name, service.address)
+
+    def _start_servers(self) -> ServiceWiring:
+        wiring = ServiceWiring(
+            host=self.options.host,
+            log_format=self.options.log_format,
+            secrets=self.secrets,
+            service_names=tuple(spec.name for spec in self.all_services),
+        )
+        if any(spec.uses_postgres for spec in self.selected):
+            admin_dsn = self._postgres_admin_dsn()
+            databases = {
+                spec.name: ensure_service_database(admin_dsn, spec.name, self.secrets.postgres_dir)
+                for spec in self.selected
+                if spec.uses_postgres
+            }
+            wiring = replace(wiring, databases=databases)
+        if any(spec.uses_nats for spec in self.selected):
+            wiring = replace(wiring, nats_url=self._server_url("NATS_URL", NatsServer, self.options.nats_port))
+        if any(spec.uses_redis for spec in self.selected):
+            wiring = replace(wiring, redis_url=self._server_url("REDIS_URL", RedisServer, self.options.redis_port))
+        return wiring
+
+    def _postgres_admin_dsn(self) -> str:
+        if external := self.environ.get("POSTGRES_URL"):
+            self.endpoints.append(ServerEndpoint("postgres", display_address(external), external=True))
+            return external
+        server = PostgresServer(self.options.data_dir / "postgres", self.options.host, self.options.postgres_port)
+        self._start_server(server)
+        return server.admin_dsn
+
+    def _server_url(self, variable: str, server_type: type[NatsServer] | type[RedisServer], port: int) -> str:
+        if external := self.environ.get(variable):
+            self.endpoints.append(ServerEndpoint(server_type.name, display_address(external), external=True))
+            return external
+        server = server_type(self.options.data_dir / server_type.name, self.options.host, port)
+        self._start_server(server)
+        return server.url
+
+    def _start_server(self, server: PostgresServer | NatsServer | RedisServer) -> None:
+        self._check_stop()
+        log.info("starting %s on %s (data in %s)", server.name, server.address, server.data_dir)
+        self._started_servers[server.name] = server  # registered first: stopped even if start fails halfway
+        server.start()
+        self.endpoints.append(ServerEndpoint(server.name, server.address, external=False))
+
+    def _supervise(self) -> None:
+        readiness_deadline = time.monotonic() + READINESS_TIMEOUT
+        reported = False
+        while not self._stop_requested:
+            now = time.monotonic()
+            for service in self.services:
+                service.supervise(now)
+            if not reported:
+                # A list, not a generator: every service is probed on every tick.
+                all_ready = all([service.ready or service.check_readiness() for service in self.services])
+                if all_ready or now > readiness_deadline:
+                    _print(self._status_report())
+                    reported = True
+            time.sleep(_SUPERVISION_TICK)
+
+    def _status_report(self) -> str:
+        return status_report(
+            self.services, self.endpoints, self.options.data_dir, self.secrets.caller_token_file(DEVELOPER_CALLER)
+        )
+
+    def _stop(self) -> None:
+        self._stop_requested = True  # no restarts from here on
+        for service in self.services:
+            service.signal_stop()
+        deadline = time.monotonic() + SERVICE_STOP_TIMEOUT
+        for service in self.services:
+            service.wait_stopped(max(0.0, deadline - time.monotonic()))
+        # Servers last, message bus and cache before the database.
+        for name in ("nats", "redis", "postgres"):
+            if server := self._started_servers.get(name):
+                try:
+                    server.stop()
+                except (ServerError, OSError) as error:
+                    log.error("could not stop %s cleanly: %s", name, error)
+
+
+def _print(text: str) -> None:
+    # One write, so the block is not interleaved with the services' log lines.
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _configure_logging() -> None:
+    """Our own messages: short, human readable, `[up]`-prefixed, on stderr."""
+    package_log = logging.getLogger("delinkcious.local")
+    if not any(getattr(handler, "_delinkcious_up", False) for handler in package_log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[up] %(message)s"))
+        handler._delinkcious_up = True  # type: ignore[attr-defined]
+        package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
+
+
+def up(argv: list[str], *, services: Sequence[ServiceSpec] | None = None) -> int:
+    """Run the system until SIGINT/SIGTERM; `services` defaults to the registry."""
+    try:
+        options = parse_options(argv, os.environ, sys.stdout.isatty())
+    except SystemExit as exit_request:  # --help, or a usage error already printed by argparse
+        return int(exit_request.code or 0)
+    _configure_logging()
+    if services is None:
+        from delinkcious.registry import SERVICES
+
+        services = SERVICES
+    try:
+        runtime = LocalRuntime(options, services, os.environ)
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    return runtime.run()
+
+
+if __name__ == "__main__":
+    sys.exit(up(sys.argv[1:]))

@@ -1,0 +1,114 @@
+"""The transactional outbox and its relay, against real PostgreSQL and a NATS server this test
+stops and starts."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from delinkcious.kit.db import Database, build_dsn
+from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM, Event
+from delinkcious.kit.nats import NatsConnection
+from delinkcious.kit.outbox import OutboxRelay, record_event
+from delinkcious.link.app import DEFINITION
+from delinkcious.local.servers import NatsServer
+from tests.support.jetstream import read_events, wait_for_events, wait_until
+from tests.support.services import unique_username
+
+
+@pytest.fixture
+def link_database(service_environment):
+    access = service_environment.database(DEFINITION)
+    database = Database(build_dsn(access.dsn, access.read_password()), pool_size=4)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def relay_parts(link_database, nats_url):
+    connection = NatsConnection(nats_url, "outbox-test", streams=[LINKS_STREAM])
+    connection.start()
+    assert wait_until(lambda: connection.ready)
+    yield link_database, connection, OutboxRelay("test", link_database, connection, poll_interval=3600)
+    connection.close()
+
+
+@pytest.fixture
+def private_nats(tmp_path):
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_events_written_while_nats_is_down_arrive_once_it_is_back(service_environment, private_nats):
+    user = unique_username()
+    with service_environment.running(DEFINITION, nats_url=private_nats.url) as (runtime, app):
+        client = app.test_client()
+        headers = service_environment.caller_headers()
+        assert wait_until(lambda: runtime.nats.ready)
+        assert client.post(f"/v1/users/{user}/links", json={"url": "https://before.example", "title": "t"},
+                           headers=headers).status_code == 201
+        private_nats.stop()
+        for index in range(15):
+            response = client.post(f"/v1/users/{user}/links",
+                                   json={"url": f"https://during.example/{index}", "title": "t"}, headers=headers)
+            assert response.status_code == 201  # writes stay available: the outbox holds the events
+        readiness = client.get("/healthz/readiness")
+        body = readiness.get_json()
+        checks = {check["name"]: check for check in body["checks"]}
+        assert readiness.status_code == 200 and body["status"] == "degraded"
+        assert checks["nats"]["ok"] is False and checks["outbox"]["detail"]["pending_events"] >= 15
+
+        private_nats.start()
+        events = wait_for_events(private_nats.url, LINKS_STREAM.name, LINK_ADDED, 16, timeout=30, author=user)
+        assert len(events) == 16
+        assert len({event["event_id"] for event in events}) == 16
+        assert {event["url"] for event in events} == {"https://before.example"} | {
+            f"https://during.example/{index}" for index in range(15)}
+        assert wait_until(lambda: runtime.outbox.stats()["pending_events"] == 0)
+        assert wait_until(lambda: client.get("/healthz/readiness").get_json()["status"] == "ready", timeout=10)
+
+
+def test_relay_publishes_rows_committed_by_other_processes_and_drains_on_stop(relay_parts, nats_url):
+    """Rows written by someone else (no wake-up) wait for the poll; stop_and_drain publishes them."""
+    database, _connection, relay = relay_parts
+    relay.start()
+    author = unique_username()
+    events = [Event(subject=LINK_ADDED, event_type="link_added", author=author, data={"url": f"https://x/{i}"})
+              for i in range(5)]
+    with database.transaction() as cursor:
+        for event in events:
+            record_event(cursor, event)
+    assert relay.stop_and_drain(timeout=10) == 0
+    published = wait_for_events(nats_url, LINKS_STREAM.name, LINK_ADDED, 5, author=author)
+    assert [event["event_id"] for event in published] == [event.event_id for event in events]
+
+
+def test_rolled_back_writes_publish_nothing_and_republishing_is_deduplicated(relay_parts, nats_url):
+    database, _connection, relay = relay_parts
+    author = unique_username()
+    with pytest.raises(RuntimeError):
+        with database.transaction() as cursor:
+            record_event(cursor, Event(subject=LINK_ADDED, event_type="link_added", author=author, data={}))
+            raise RuntimeError("the state change failed")
+    kept = Event(subject=LINK_ADDED, event_type="link_added", author=author, data={})
+    with database.transaction() as cursor:
+        record_event(cursor, kept)
+    assert relay.publish_pending() >= 1
+    # A relay that crashed after publishing but before marking the row sent publishes it again:
+    # JetStream drops the repeat because the message id is the event id.
+    with database.transaction() as cursor:
+        cursor.execute("UPDATE outbox SET published_at = NULL WHERE event_id = %s", (kept.event_id,))
+    assert relay.publish_pending() >= 1
+    events = [event for event in read_events(nats_url, LINKS_STREAM.name, LINK_ADDED) if event["author"] == author]
+    assert [event["event_id"] for event in events] == [kept.event_id]
+
+
+def test_event_envelope_round_trip():
+    event = Event(subject=LINK_ADDED, event_type="link_added", author="ann", data={"url": "https://e"},
+                  request_id="r1")
+    decoded = Event.decode(LINK_ADDED, event.encode())
+    assert decoded == event
+    assert event.payload()["occurred_at"].endswith("Z")
+    assert uuid.UUID(event.event_id)
