@@ -34,7 +34,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from delinkcious.local.processes import ChildProcess, RunAs
+from delinkcious.local.processes import ChildProcess, RunAs, stop_leftover
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class _Server(ABC):
         if self.running:
             return
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A server left running by a killed predecessor goes first: it holds the port and the data.
+        stop_leftover(self.pid_file, self.stop_signal, timeout)
         self._prepare()
         self._child = ChildProcess(
             self._command(),
