@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build helpers. `./build.sh test` runs the suite (as CI does); `./build.sh images [SERVICE...]`
+# builds one image per service with docker, or with buildah where no Docker engine runs.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+services() { for dockerfile in services/*/Dockerfile; do basename "$(dirname "$dockerfile")"; done; }
+
+build_image() {
+  local service=$1 tag="delinkcious/$1:${TAG:-dev}"
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    docker build -f "services/$service/Dockerfile" -t "$tag" .
+  else
+    buildah bud --isolation chroot -f "services/$service/Dockerfile" -t "$tag" .
+  fi
+}
+
+case "${1:-}" in
+  test) exec bash .ci/run ;;
+  images) shift; for service in "${@:-$(services)}"; do build_image "$service"; done ;;
+  *) echo "usage: $0 test | images [SERVICE...]" >&2; exit 2 ;;
+esac
