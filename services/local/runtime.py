@@ -486,18 +486,20 @@ class LocalRuntime:
 
     def _postgres_admin_dsn(self) -> str:
         if external := self.environ.get("POSTGRES_URL"):
-            self.endpoints.append(ServerEndpoint("postgres", display_address(external), external=True))
+            self._add_endpoint("postgres", external, external=True)
             return external
         server = PostgresServer(self.options.data_dir / "postgres", self.options.host, self.options.postgres_port)
         self._start_server(server)
+        self._add_endpoint(server.name, server.admin_dsn, external=False)
         return server.admin_dsn
 
     def _server_url(self, variable: str, server_type: type[NatsServer] | type[RedisServer], port: int) -> str:
         if external := self.environ.get(variable):
-            self.endpoints.append(ServerEndpoint(server_type.name, display_address(external), external=True))
+            self._add_endpoint(server_type.name, external, external=True)
             return external
         server = server_type(self.options.data_dir / server_type.name, self.options.host, port)
         self._start_server(server)
+        self._add_endpoint(server.name, server.url, external=False)
         return server.url
 
     def _start_server(self, server: PostgresServer | NatsServer | RedisServer) -> None:
@@ -505,7 +507,9 @@ class LocalRuntime:
         log.info("starting %s on %s (data in %s)", server.name, server.address, server.data_dir)
         self._started_servers[server.name] = server  # registered first: stopped even if start fails halfway
         server.start()
-        self.endpoints.append(ServerEndpoint(server.name, server.address, external=False))
+
+    def _add_endpoint(self, kind: str, url_or_dsn: str, external: bool) -> None:
+        self.endpoints.append(ServerEndpoint(kind, display_address(url_or_dsn), external))
 
     def _supervise(self) -> None:
         readiness_deadline = time.monotonic() + READINESS_TIMEOUT

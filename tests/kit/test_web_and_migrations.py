@@ -1,0 +1,66 @@
+"""Kit behaviour not specific to one service: unexpected errors, concurrent migrations, indexes."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+
+import psycopg2
+from flask import Blueprint
+
+from delinkcious.kit.db import apply_migrations, build_dsn
+from delinkcious.kit.runtime import ServiceParts
+from delinkcious.link.app import DEFINITION
+
+
+def test_unexpected_errors_are_500_without_internals(service_environment):
+    broken = Blueprint("broken", __name__)
+
+    @broken.get("/v1/broken")
+    def explode():
+        raise KeyError("secret internal detail")
+
+    definition = dataclasses.replace(DEFINITION, build=lambda runtime: ServiceParts(blueprints=[broken]))
+    with service_environment.running(definition) as (_runtime, app):
+        response = app.test_client().get("/v1/broken", headers={**service_environment.caller_headers(),
+                                                               "X-Request-Id": "boom-1"})
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["code"] == "internal" and body["request_id"] == "boom-1"
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_replicas_starting_together_migrate_once(service_environment):
+    name = f"migrate_{uuid.uuid4().hex[:8]}"
+    access = service_environment.ensure_database(service_environment.postgres_admin_dsn, name,
+                                                 service_environment.secrets_dir / "postgres")
+    errors: list[BaseException] = []
+
+    def start_replica() -> None:
+        try:
+            apply_migrations(access.dsn, DEFINITION.migration_dirs(), password=access.read_password())
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    replicas = [threading.Thread(target=start_replica) for _ in range(4)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        replica.join()
+    assert errors == []
+    with psycopg2.connect(build_dsn(access.dsn, access.read_password())) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT migration_id FROM _yoyo_migration ORDER BY migration_id")
+            assert [row[0] for row in cursor.fetchall()] == [
+                "kit_0001_outbox_and_processed_events", "link_0001_links"]
+
+
+def test_a_users_page_is_served_by_an_index(service_environment):
+    access = service_environment.database(DEFINITION)
+    with psycopg2.connect(build_dsn(access.dsn, access.read_password())) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off")  # tiny test tables would make any plan a seq scan
+            cursor.execute("EXPLAIN SELECT id FROM links WHERE username = 'ann' AND id < 100 "
+                           "ORDER BY id DESC LIMIT 11")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "links_user_page_idx" in plan and "Sort" not in plan

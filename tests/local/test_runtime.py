@@ -1,0 +1,348 @@
+"""The local runtime (`delinkcious up`): options, secrets, service environments, supervision."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from delinkcious.local.runtime import (
+    DEVELOPER_CALLER,
+    RestartBackoff,
+    SecretsLayout,
+    ServerEndpoint,
+    ServiceWiring,
+    SupervisedService,
+    default_data_dir,
+    display_address,
+    ensure_caller_tokens,
+    override_prefix,
+    parse_options,
+    select_services,
+    service_environment,
+    status_report,
+)
+from delinkcious.local.servers import DatabaseAccess, free_port
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Stand-in for delinkcious.registry.ServiceSpec."""
+
+    name: str
+    default_port: int
+    uses_postgres: bool = False
+    uses_redis: bool = False
+    uses_nats: bool = False
+    allowed_callers: tuple[str, ...] = ()
+
+
+LINK = Spec("link", 8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",))
+LINK_CHECKER = Spec("link-checker", 8085, uses_nats=True)
+NEWS = Spec("news", 8084, uses_redis=True, uses_nats=True)
+SPECS = (LINK, LINK_CHECKER, NEWS)
+
+
+def wiring(tmp_path: Path) -> ServiceWiring:
+    secrets = SecretsLayout(tmp_path / "secrets")
+    return ServiceWiring(
+        host="127.0.0.1",
+        log_format="json",
+        secrets=secrets,
+        service_names=tuple(spec.name for spec in SPECS),
+        nats_url="nats://127.0.0.1:14222",
+        redis_url="redis://127.0.0.1:16379/0",
+        databases={"link": DatabaseAccess("postgresql://link@127.0.0.1:15432/link", secrets.postgres_dir / "link")},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Options
+
+
+def test_data_dir_defaults_in_order_of_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_data_dir({}) == tmp_path / ".local/share/delinkcious"
+    assert default_data_dir({"XDG_DATA_HOME": "/xdg"}) == Path("/xdg/delinkcious")
+    assert default_data_dir({"XDG_DATA_HOME": "/xdg", "DELINKCIOUS_DATA_DIR": "/data"}) == Path("/data")
+
+
+def test_options_defaults_and_overrides() -> None:
+    defaults = parse_options([], {"DELINKCIOUS_DATA_DIR": "/data"}, stdout_is_tty=True)
+    assert (defaults.data_dir, defaults.host, defaults.only, defaults.log_format) == (
+        Path("/data"),
+        "127.0.0.1",
+        (),
+        "console",
+    )
+    assert (defaults.postgres_port, defaults.nats_port, defaults.redis_port) == (15432, 14222, 16379)
+    assert parse_options([], {}, stdout_is_tty=False).log_format == "json"
+    chosen = parse_options(
+        ["--only", "link", "--only", "news", "--postgres-port", "5433", "--log-format", "console"], {}, False
+    )
+    assert (chosen.only, chosen.postgres_port, chosen.log_format) == (("link", "news"), 5433, "console")
+
+
+def test_only_selects_services_in_registry_order_and_rejects_unknown_names() -> None:
+    assert select_services(SPECS, []) == list(SPECS)
+    assert select_services(SPECS, ["news", "link"]) == [LINK, NEWS]
+    with pytest.raises(ValueError, match="unknown service"):
+        select_services(SPECS, ["lnk"])
+
+
+# --------------------------------------------------------------------------------------
+# Secrets
+
+
+def test_caller_tokens_are_generated_once_and_private(tmp_path: Path) -> None:
+    layout = SecretsLayout(tmp_path / "secrets")
+    callers = ["link", "news", DEVELOPER_CALLER]
+    ensure_caller_tokens(layout, callers)
+    first = {caller: layout.caller_token_file(caller).read_text() for caller in callers}
+    ensure_caller_tokens(layout, callers)
+    assert {caller: layout.caller_token_file(caller).read_text() for caller in callers} == first
+    assert len(set(first.values())) == len(callers)
+    assert stat.S_IMODE(layout.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.callers_dir.stat().st_mode) == 0o700
+    for caller in callers:
+        assert stat.S_IMODE(layout.caller_token_file(caller).stat().st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------------------
+# Service environment
+
+
+def test_service_environment_wires_dependencies_and_identity(tmp_path: Path) -> None:
+    environment = service_environment(LINK, wiring(tmp_path), {"PATH": "/bin"})
+    secrets = tmp_path / "secrets"
+    assert environment["PATH"] == "/bin"
+    assert environment["SERVICE_NAME"] == "link"
+    assert (environment["HOST"], environment["PORT"], environment["LOG_FORMAT"]) == ("127.0.0.1", "8081", "json")
+    assert environment["DATABASE_URL"] == "postgresql://link@127.0.0.1:15432/link"
+    assert environment["DATABASE_PASSWORD_FILE"] == str(secrets / "postgres" / "link")
+    assert environment["NATS_URL"] == "nats://127.0.0.1:14222"
+    assert "REDIS_URL" not in environment
+    assert environment["CALLER_TOKEN_FILE"] == str(secrets / "callers" / "link")
+    assert environment["TRUSTED_CALLERS_DIR"] == str(secrets / "callers")
+    assert environment["ALLOWED_CALLERS"] == "api-gateway,developer"
+
+
+def test_service_environment_only_has_what_the_service_uses(tmp_path: Path) -> None:
+    environment = service_environment(NEWS, wiring(tmp_path), {})
+    assert environment["REDIS_URL"] == "redis://127.0.0.1:16379/0"
+    assert "DATABASE_URL" not in environment and "DATABASE_PASSWORD_FILE" not in environment
+    assert environment["ALLOWED_CALLERS"] == "developer"
+
+
+def test_server_level_and_stray_variables_do_not_reach_services(tmp_path: Path) -> None:
+    base = {
+        "POSTGRES_URL": "postgresql://postgres:secret@db/postgres",
+        "REDIS_URL": "redis://elsewhere:6379/0",
+        "NATS_URL": "nats://elsewhere:4222",
+        "DATABASE_URL": "postgresql://stray@db/stray",
+        "PORT": "1",
+    }
+    environment = service_environment(LINK, wiring(tmp_path), base)
+    assert "POSTGRES_URL" not in environment
+    assert "REDIS_URL" not in environment  # link does not use Redis
+    assert environment["NATS_URL"] == "nats://127.0.0.1:14222"
+    assert environment["DATABASE_URL"] == "postgresql://link@127.0.0.1:15432/link"
+    assert environment["PORT"] == "8081"
+
+
+def test_per_service_overrides_win_and_stay_with_their_service(tmp_path: Path) -> None:
+    base = {
+        "LINK__PORT": "9000",
+        "LINK__MAX_LINKS_PER_USER": "5",
+        "LINK__DATABASE_URL": "postgresql://link@other:5432/link",
+        "LINK_CHECKER__ALLOW_PRIVATE_ADDRESSES": "true",
+        "LINK__": "names nothing",
+    }
+    link = service_environment(LINK, wiring(tmp_path), base)
+    assert link["PORT"] == "9000"
+    assert link["MAX_LINKS_PER_USER"] == "5"
+    assert link["DATABASE_URL"] == "postgresql://link@other:5432/link"
+    assert "ALLOW_PRIVATE_ADDRESSES" not in link
+    assert not any("__" in name for name in link)
+    assert "" not in link
+
+    checker = service_environment(LINK_CHECKER, wiring(tmp_path), base)
+    assert checker["ALLOW_PRIVATE_ADDRESSES"] == "true"
+    assert checker["PORT"] == "8085"
+    assert "MAX_LINKS_PER_USER" not in checker
+
+
+def test_override_prefix_turns_dashes_into_underscores() -> None:
+    assert override_prefix("link-checker") == "LINK_CHECKER__"
+
+
+def test_supervised_service_listens_where_its_environment_says(tmp_path: Path) -> None:
+    environment = service_environment(LINK, wiring(tmp_path), {"LINK__PORT": "9000", "LINK__HOST": "0.0.0.0"})
+    service = SupervisedService("link", ["true"], environment, tmp_path / "link.pid")
+    assert (service.host, service.port, service.address) == ("0.0.0.0", 9000, "http://0.0.0.0:9000")
+
+
+# --------------------------------------------------------------------------------------
+# Supervision and report
+
+
+def test_restart_backoff_doubles_to_a_cap_and_resets_after_a_stable_run() -> None:
+    backoff = RestartBackoff()
+    assert [backoff.delay_after(uptime=0.5) for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff.delay_after(uptime=61) == 1
+    assert backoff.delay_after(uptime=0.5) == 2
+
+
+def test_addresses_are_displayed_without_credentials() -> None:
+    assert display_address("postgresql://postgres:secret@db.internal:5432/postgres") == "postgresql://db.internal:5432/postgres"
+    assert display_address("host=db port=5433 user=postgres password=secret dbname=app") == "db:5433/app"
+    assert display_address("nats://user:pw@a:4222,nats://b:4222") == "nats://a:4222,nats://b:4222"
+    assert display_address("redis://:pw@cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_status_report_ends_with_the_up_line(tmp_path: Path) -> None:
+    ready = SupervisedService("link", ["true"], {"HOST": "127.0.0.1", "PORT": "8081"}, tmp_path / "a.pid")
+    ready.ready = True
+    waiting = SupervisedService("news", ["true"], {"HOST": "127.0.0.1", "PORT": "8084"}, tmp_path / "b.pid")
+    servers = [ServerEndpoint("postgres", "127.0.0.1:15432", external=False), ServerEndpoint("nats", "nats://x:1", True)]
+    report = status_report([ready], servers, tmp_path, tmp_path / "developer").splitlines()
+    assert report[0].split() == ["service", "address", "ready"]
+    assert report[1].split() == ["link", "http://127.0.0.1:8081", "yes"]
+    assert report[2].split() == ["postgres", "127.0.0.1:15432", "yes"]
+    assert report[3].split() == ["nats", "nats://x:1", "(external)", "yes"]
+    assert f"data dir: {tmp_path}" in report
+    assert f"developer caller token: {tmp_path / 'developer'}" in report
+    assert report[-1] == "delinkcious is up"
+    last = status_report([ready, waiting], [], tmp_path, tmp_path / "developer").splitlines()[-1]
+    assert last == "delinkcious is up (not ready: news)"
+
+
+# --------------------------------------------------------------------------------------
+# A whole `up` run with a stand-in service (real servers, real signals)
+
+_DRIVER = """
+import sys
+from dataclasses import dataclass
+from delinkcious.local import runtime
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    default_port: int
+    uses_postgres: bool = True
+    uses_redis: bool = True
+    uses_nats: bool = True
+    allowed_callers: tuple = ("api-gateway",)
+
+standin, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+runtime._configure_logging()
+options = runtime.parse_options(argv, {}, stdout_is_tty=False)
+local = runtime.LocalRuntime(options, [Spec("standin", port)], {"STANDIN__GREETING": "hello"} | dict(__import__("os").environ),
+                             command_for=lambda name: [sys.executable, standin])
+sys.exit(local.run())
+"""
+
+
+class UpProcess:
+    """`up` in a subprocess, its stdout lines collected by a thread."""
+
+    def __init__(self, data_dir: Path, service_port: int, server_ports: tuple[int, int, int], crash_marker: Path):
+        postgres_port, nats_port, redis_port = server_ports
+        command = [
+            sys.executable, "-c", _DRIVER, str(Path(__file__).with_name("standin_service.py")), str(service_port),
+            "--data-dir", str(data_dir), "--postgres-port", str(postgres_port),
+            "--nats-port", str(nats_port), "--redis-port", str(redis_port),
+        ]  # fmt: skip
+        environment = {**_inherited_environment(), "STANDIN__CRASH_MARKER": str(crash_marker)}
+        # stderr (the runtime's [up] messages) joins stdout: one ordered transcript, one reader.
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for_line(self, prefix: str, timeout: float = 60) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line starting with {prefix!r}; got {self.output}") from None
+            self.output.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM, then the exit code and the whole transcript."""
+        self.process.send_signal(signal.SIGTERM)
+        self.wait_for_line("delinkcious stopped")
+        return self.process.wait(60), "\n".join(self.output)
+
+
+def _inherited_environment() -> dict[str, str]:
+    import os
+
+    return {name: value for name, value in os.environ.items() if name not in ("POSTGRES_URL", "NATS_URL", "REDIS_URL")}
+
+
+def readiness_report(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/readiness", timeout=5) as response:
+        return json.load(response)
+
+
+def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    service_port = free_port()
+    server_ports = (free_port(), free_port(), free_port())
+    crash_marker = tmp_path / "crashed-once"
+
+    first = UpProcess(data_dir, service_port, server_ports, crash_marker)
+    try:
+        assert first.wait_for_line("delinkcious is up") == "delinkcious is up"
+        report = readiness_report(service_port)
+    finally:
+        code, transcript = first.stop()
+    assert code == 0, transcript
+    assert "[up] standin exited with code 3, restarting in 1 s" in transcript
+    assert report["postgres_starts"] == 1 and report["redis_starts"] == 1 and report["nats_jetstream"]
+    assert report["caller_token_readable"]
+    assert report["environment"] == {
+        "SERVICE_NAME": "standin",
+        "LOG_FORMAT": "json",
+        "ALLOWED_CALLERS": "api-gateway,developer",
+        "GREETING": "hello",
+        "POSTGRES_URL": None,
+    }
+    rows = [line.split() for line in first.output]
+    assert ["standin", f"http://127.0.0.1:{service_port}", "yes"] in rows
+    assert ["postgres", f"postgresql://127.0.0.1:{server_ports[0]}/postgres", "yes"] in rows
+    assert ["nats", f"nats://127.0.0.1:{server_ports[1]}", "yes"] in rows
+    assert ["redis", f"redis://127.0.0.1:{server_ports[2]}/0", "yes"] in rows
+    superuser_password = (data_dir / "postgres" / "superuser-password").read_text().strip()
+    developer_token = (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip()
+    assert superuser_password not in transcript and developer_token not in transcript
+
+    second = UpProcess(data_dir, service_port, server_ports, crash_marker)
+    try:
+        second.wait_for_line("delinkcious is up")
+        report = readiness_report(service_port)
+    finally:
+        code, transcript = second.stop()
+    print(transcript)
+    assert code == 0, transcript
+    assert (report["postgres_starts"], report["redis_starts"]) == (2, 2)
+    assert (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip() == developer_token
