@@ -7,7 +7,6 @@ start-up; a wrong or missing one stops the process with one line naming it.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -62,7 +61,8 @@ class BaseServiceSettings(BaseSettings):
 
     web_workers: int = Field(2, ge=1, le=64)
     web_threads: int = Field(8, ge=1, le=256)
-    graceful_timeout: float = Field(20.0, gt=0, le=600)
+    graceful_timeout: float = Field(20.0, gt=0, le=600)  # for in-flight HTTP requests after SIGTERM
+    shutdown_drain_timeout: float = Field(10.0, gt=0, le=600)  # then for consumers and the outbox
     max_request_bytes: int = Field(64 * 1024, ge=1024)
     startup_timeout: float = Field(60.0, gt=0)
 
@@ -86,6 +86,11 @@ class BaseServiceSettings(BaseSettings):
             raise ConfigurationError(
                 "configuration error: TRUSTED_CALLERS_DIR: required when CALLER_AUTH=token "
                 "(set CALLER_AUTH=disabled only behind a mesh that authenticates callers)"
+            )
+        if self.caller_auth == "token" and not self.allowed_caller_names:
+            raise ConfigurationError(
+                "configuration error: ALLOWED_CALLERS: required when CALLER_AUTH=token "
+                "(comma-separated caller names, e.g. api-gateway)"
             )
         if self.trusted_callers_dir is not None and not self.trusted_callers_dir.is_dir():
             raise ConfigurationError(
@@ -154,6 +159,3 @@ def load_settings(settings_class: type[SettingsT], **overrides: Any) -> Settings
     settings.validate_caller_auth()
     return settings
 
-
-def exit_on_configuration_error(error: ConfigurationError) -> None:
-    print(error.message, file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ Handlers make themselves idempotent with `claim_event` in their own transaction.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +23,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from . import metrics
 from .errors import InvalidInput, NotFound
 from .events import Event, InvalidEvent, StreamSpec
-from .logs import bound_contextvars, get_logger
+from .logs import bind_contextvars, bound_contextvars, get_logger
 from .nats import NatsConnection
+from .requestctx import accept_or_create_request_id
 
 log = get_logger(__name__)
 
@@ -128,22 +130,28 @@ class ConsumerGroup:
                 pass
 
     async def _handle(self, subscription: Subscription, message: Msg) -> None:
+        # Each message is handled in its own task, so the bound context is this message's alone.
+        request_id = accept_or_create_request_id((message.headers or {}).get("X-Request-Id"))
+        with bound_contextvars(request_id=request_id, consumer=subscription.durable, subject=message.subject):
+            await self._handle_in_context(subscription, message)
+
+    async def _handle_in_context(self, subscription: Subscription, message: Msg) -> None:
         started = time.perf_counter()
         consumer = subscription.durable
         outcome = "processed"
         try:
             event = Event.decode(message.subject, message.data)
         except InvalidEvent as exc:
-            log.error("event_rejected", consumer=consumer, subject=message.subject, error=str(exc))
-            metrics.EVENTS_CONSUMED.labels(self._service, consumer, "rejected").inc()
+            log.error("event_rejected", error=str(exc))
             await message.term()
+            self._record(consumer, "rejected", started)
             return
-        request_id = (message.headers or {}).get("X-Request-Id") or event.request_id
         loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        context.run(bind_contextvars, event_id=event.event_id)
 
         def run_handler() -> bool | None:
-            with bound_contextvars(request_id=request_id, event_id=event.event_id, consumer=consumer):
-                return subscription.handler(event)
+            return context.run(subscription.handler, event)
 
         try:
             if await loop.run_in_executor(self._executor, run_handler) is False:
@@ -151,18 +159,20 @@ class ConsumerGroup:
             await message.ack()
         except _PERMANENT_ERRORS as exc:
             outcome = "rejected"
-            log.error("event_rejected", consumer=consumer, event_id=event.event_id, subject=message.subject,
-                      error=str(exc))
+            log.error("event_rejected", event_id=event.event_id, error=str(exc))
             await message.term()
         except Exception as exc:
             outcome = "retried"
             deliveries = message.metadata.num_delivered if message.metadata else 1
             delay = min(0.5 * 2 ** min(deliveries, 6), 30.0)
-            log.warning("event_handling_failed", consumer=consumer, event_id=event.event_id,
+            log.warning("event_handling_failed", event_id=event.event_id,
                         error=str(exc) or type(exc).__name__, deliveries=deliveries, retry_in_s=delay)
             try:
                 await message.nak(delay=delay)
             except Exception:
                 pass  # not acked: the server redelivers after ack_wait anyway
+        self._record(consumer, outcome, started)
+
+    def _record(self, consumer: str, outcome: str, started: float) -> None:
         metrics.EVENTS_CONSUMED.labels(self._service, consumer, outcome).inc()
         metrics.EVENT_HANDLING_DURATION.labels(self._service, consumer).observe(time.perf_counter() - started)

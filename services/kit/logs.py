@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
 
 __all__ = ["configure_logging", "get_logger", "bind_contextvars", "bound_contextvars", "clear_contextvars"]
@@ -36,7 +37,9 @@ def configure_logging(service: str, log_format: str = "json", level: str = "info
         exception_processors: list[Any] = []
     else:
         renderer = structlog.processors.JSONRenderer()
-        exception_processors = [structlog.processors.dict_tracebacks]
+        # Frames' local variables could hold request data or secrets: never log them.
+        exception_processors = [structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
 
     structlog.configure(
         processors=[

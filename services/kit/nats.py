@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ class NatsConnection:
         self._streams_ready = False
         self._closing = False
         self._connect_task: Future[None] | None = None
+        self._reconnect_listeners: list[Callable[[], None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,8 +102,9 @@ class NatsConnection:
                 delay = min(delay * 2, 5.0)
 
     async def _on_error(self, exc: Exception) -> None:
+        # Called on every failed reconnect attempt; the disconnect itself is logged once at warning.
         if not self._closing:
-            log.warning("nats_error", error=str(exc) or type(exc).__name__)
+            log.debug("nats_error", error=str(exc) or type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
         if not self._closing:
@@ -110,6 +112,12 @@ class NatsConnection:
 
     async def _on_reconnected(self) -> None:
         log.info("nats_reconnected")
+        for listener in self._reconnect_listeners:
+            listener()
+
+    def on_reconnect(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from the loop thread; it must not block) whenever the connection is back."""
+        self._reconnect_listeners.append(listener)
 
     # --- use ------------------------------------------------------------------------------
     def is_alive(self) -> bool:

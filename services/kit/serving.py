@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -16,6 +17,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from .config import ConfigurationError, PostgresSettings, load_settings
 from .db import apply_migrations, build_dsn
+from .errors import Unavailable
 from .logs import configure_logging, get_logger
 from .runtime import ServiceDefinition, ServiceRuntime
 
@@ -49,7 +51,9 @@ class ServiceApplication(BaseApplication):
             "workers": s.web_workers,
             "worker_class": "gthread",
             "threads": s.web_threads,
-            "graceful_timeout": math.ceil(s.graceful_timeout),
+            # The master kills workers this long after SIGTERM: room for the HTTP drain, then the
+            # consumers/outbox drain, then closing the broker connection.
+            "graceful_timeout": math.ceil(s.graceful_timeout + s.shutdown_drain_timeout + 5),
             "timeout": 30,
             "keepalive": 5,
             "max_requests": 0,
@@ -84,7 +88,7 @@ def _post_worker_init(worker: Any) -> None:
 
 def _worker_exit(server: Any, worker: Any) -> None:
     if _worker_runtime is not None:
-        _worker_runtime.stop(timeout=server.cfg.graceful_timeout)
+        _worker_runtime.stop(timeout=_worker_runtime.settings.shutdown_drain_timeout)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -102,17 +106,21 @@ def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
         try:
             settings = load_settings(definition.settings_class, service_name=definition.name)
         except ConfigurationError as error:
-            print(f"{definition.name}: {error.message}", flush=True)
+            print(f"{definition.name}: {error.message}", file=sys.stderr, flush=True)
             return 2
         configure_logging(definition.name, settings.log_format, settings.log_level)
         if settings.caller_auth == "disabled":
             log.warning("caller_auth_disabled", reason="CALLER_AUTH=disabled: internal endpoints accept any caller")
         if isinstance(settings, PostgresSettings):
             password = settings.database_password.get_secret_value() if settings.database_password else None
-            apply_migrations(
-                build_dsn(settings.database_url), definition.migration_dirs(),
-                password=password, timeout=settings.startup_timeout,
-            )
+            try:
+                apply_migrations(
+                    build_dsn(settings.database_url), definition.migration_dirs(),
+                    password=password, timeout=settings.startup_timeout,
+                )
+            except Unavailable as error:
+                log.error("startup_failed", error=error.message, startup_timeout_s=settings.startup_timeout)
+                return 1
         log.info("service_starting", address=f"{settings.host}:{settings.port}",
                  workers=settings.web_workers, threads=settings.web_threads)
         ServiceApplication(definition, settings).run()

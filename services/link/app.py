@@ -13,7 +13,7 @@ from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .domain import CHECK_STATUSES, CheckResult, validate_url, validate_username
 from .http import links_blueprint
 from .repository import PostgresUnitOfWork
-from .service import LinkService
+from .service import CHECK_RESULTS_CONSUMER, LinkService
 
 
 class LinkSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
@@ -35,6 +35,12 @@ def check_result_from_event(event: Event) -> CheckResult:
     except ValueError:
         raise InvalidInput("checked_at", "must be an RFC 3339 timestamp") from None
     reason = data.get("reason")
+    link_created_at = data.get("link_created_at")
+    if link_created_at is not None:
+        try:
+            link_created_at = parse_timestamp(str(link_created_at))
+        except ValueError:
+            raise InvalidInput("link_created_at", "must be an RFC 3339 timestamp") from None
     return CheckResult(
         username=validate_username(data.get("username")),
         url=validate_url(data.get("url")),
@@ -42,6 +48,7 @@ def check_result_from_event(event: Event) -> CheckResult:
         checked_at=checked_at,
         http_status=http_status,
         reason=str(reason)[:500] if reason is not None else None,
+        link_created_at=link_created_at,
     )
 
 
@@ -55,7 +62,7 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
 
     return ServiceParts(
         blueprints=[links_blueprint(service)],
-        subscriptions=[Subscription(LINK_CHECKS_STREAM, (LINK_CHECKED,), durable="link-service-check-results",
+        subscriptions=[Subscription(LINK_CHECKS_STREAM, (LINK_CHECKED,), durable=CHECK_RESULTS_CONSUMER,
                                     handler=on_link_checked)],
     )
 

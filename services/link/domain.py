@@ -93,6 +93,9 @@ class CheckResult:
     checked_at: datetime
     http_status: int | None = None
     reason: str | None = None
+    # The checked link's created_at, echoed from the event that asked for the check: a result about
+    # a link that was since deleted and saved again must not land on the new one.
+    link_created_at: datetime | None = None
 
 
 class DuplicateLink(Conflict):

@@ -1,5 +1,5 @@
 """Link storage adapters: PostgreSQL for real, in memory for fast unit tests of the use cases.
-tests/link/test_repository_contract.py holds both to the same behaviour."""
+tests/link/test_service_contract.py holds both to the same behaviour."""
 from __future__ import annotations
 
 import copy
@@ -107,9 +107,10 @@ class PostgresLinkRepository(LinkRepository):
     def apply_check(self, result: CheckResult, url_key: str) -> bool:
         self._cursor.execute(
             "UPDATE links SET status = %s, http_status = %s, status_reason = %s, checked_at = %s "
-            "WHERE username = %s AND url_key = %s AND (checked_at IS NULL OR checked_at <= %s)",
+            "WHERE username = %s AND url_key = %s AND (checked_at IS NULL OR checked_at <= %s) "
+            "AND (%s::timestamptz IS NULL OR created_at = %s::timestamptz)",
             (result.status, result.http_status, result.reason, result.checked_at, result.username, url_key,
-             result.checked_at),
+             result.checked_at, result.link_created_at, result.link_created_at),
         )
         return self._cursor.rowcount > 0
 
@@ -189,6 +190,8 @@ class InMemoryLinkRepository(LinkRepository):
     def apply_check(self, result: CheckResult, url_key: str) -> bool:
         link = self.get(result.username, url_key)
         if link is None or (link.checked_at is not None and link.checked_at > result.checked_at):
+            return False
+        if result.link_created_at is not None and link.created_at != result.link_created_at:
             return False
         self.rows[link.id] = replace(link, status=result.status, http_status=result.http_status,  # type: ignore[index]
                                      status_reason=result.reason, checked_at=result.checked_at)

@@ -25,7 +25,8 @@ from .domain import (
     normalise_url,
 )
 
-CHECK_RESULTS_CONSUMER = "link-check-results"
+# The durable JetStream consumer and the idempotency claims share this name.
+CHECK_RESULTS_CONSUMER = "link-service-check-results"
 
 
 # --- ports ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ a locked data directory. The start time guards against a recycled pid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import psutil
 
@@ -37,9 +39,19 @@ class RunAs:
     uid: int
     gid: int
 
-    def popen_kwargs(self) -> dict[str, object]:
-        # extra_groups=[] drops root's supplementary groups as well.
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+class PopenCredentials(TypedDict, total=False):
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def popen_credentials(run_as: RunAs | None) -> PopenCredentials:
+    """subprocess keyword arguments that start a child as `run_as` (nothing if None)."""
+    if run_as is None:
+        return {}
+    # extra_groups=[] drops our supplementary groups as well.
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
 
 
 def record_process(pid_file: Path, pid: int) -> None:
@@ -69,10 +81,8 @@ def stop_leftover(pid_file: Path, stop_signal: signal.Signals, timeout: float) -
     process = recorded_process(pid_file)
     if process is not None:
         log.warning("stopping leftover process %d recorded in %s", process.pid, pid_file)
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(stop_signal)
-        except psutil.NoSuchProcess:
-            pass
         if not _wait_gone(process, timeout):
             _kill_group(process.pid)
             _wait_gone(process, _KILL_WAIT_SECONDS)
@@ -157,7 +167,7 @@ class ChildProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                **(self.run_as.popen_kwargs() if self.run_as else {}),
+                **popen_credentials(self.run_as),
             )
         finally:
             if output is not None:
@@ -168,10 +178,8 @@ class ChildProcess:
         """Ask the child to stop (its graceful stop signal); returns at once."""
         if self.running:
             assert self._popen is not None
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self._popen.send_signal(self.stop_signal)
-            except ProcessLookupError:
-                pass
 
     def wait_stopped(self, timeout: float) -> int | None:
         """Wait up to `timeout` for the child to exit, then SIGKILL its process group."""

@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.extensions
-
 from delinkcious.local.processes import ChildProcess
 from delinkcious.local.servers import (
     DatabaseAccess,
@@ -369,9 +368,7 @@ def status_report(
 ) -> str:
     rows = [("service", "address", "ready")]
     rows += [(service.name, service.address, "yes" if service.ready else "no") for service in services]
-    rows += [
-        (server.kind, server.address + (" (external)" if server.external else ""), "yes") for server in servers
-    ]
+    rows += [(server.kind, server.address + (" (external)" if server.external else ""), "yes") for server in servers]
     widths = [max(len(row[column]) for row in rows) for column in range(2)]
     lines = [f"{name:<{widths[0]}}  {address:<{widths[1]}}  {ready}".rstrip() for name, address, ready in rows]
     lines += [f"data dir: {data_dir}", f"developer caller token: {developer_token}"]

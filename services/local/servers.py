@@ -32,9 +32,8 @@ from urllib.parse import quote, urlencode
 import psutil
 import psycopg2
 import psycopg2.extensions
+from delinkcious.local.processes import ChildProcess, RunAs, popen_credentials, stop_leftover
 from psycopg2 import sql
-
-from delinkcious.local.processes import ChildProcess, RunAs, stop_leftover
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +307,6 @@ class PostgresServer(_Server):
             "--builtin-locale=C.UTF-8",
             "--locale=C",
         ]
-        run_as = self._run_as()
         with self.log_path.open("ab") as output:
             completed = subprocess.run(
                 command,
@@ -318,7 +316,7 @@ class PostgresServer(_Server):
                 env=self._environment(),
                 cwd=self.data_dir,
                 timeout=300,
-                **(run_as.popen_kwargs() if run_as else {}),
+                **popen_credentials(self._run_as()),
             )
         if completed.returncode != 0:
             raise ServerError(f"initdb failed with code {completed.returncode}{self._log_tail()}")

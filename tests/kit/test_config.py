@@ -1,6 +1,7 @@
 """Settings: environment variables, NAME_FILE secrets, and one clear line when something is wrong."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -57,6 +58,7 @@ def test_unreadable_secret_file_names_the_setting(environment, tmp_path):
     ("PORT", "http", "PORT"),
     ("MAX_LINKS_PER_USER", "0", "MAX_LINKS_PER_USER"),
     ("CALLER_AUTH", "token", "TRUSTED_CALLERS_DIR"),
+    ("LOG_LEVEL", "loud", "LOG_LEVEL"),
 ])
 def test_wrong_settings_name_the_setting(environment, name, value, expected):
     if value is None:
@@ -66,6 +68,24 @@ def test_wrong_settings_name_the_setting(environment, name, value, expected):
     with pytest.raises(ConfigurationError) as raised:
         load_settings(LinkSettings)
     assert expected in raised.value.message and "\n" not in raised.value.message
+
+
+def test_token_auth_needs_allowed_callers(environment, tmp_path):
+    environment.setenv("CALLER_AUTH", "token")
+    environment.setenv("TRUSTED_CALLERS_DIR", str(tmp_path))
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(LinkSettings)
+    assert "ALLOWED_CALLERS" in raised.value.message
+
+
+def test_serve_exits_with_one_json_line_when_the_database_never_answers():
+    environment = {"PATH": "/usr/bin:/bin", "NATS_URL": "nats://127.0.0.1:1", "CALLER_AUTH": "disabled",
+                   "DATABASE_URL": "postgresql://link@127.0.0.1:1/link", "STARTUP_TIMEOUT": "1"}
+    result = subprocess.run([sys.executable, "-m", "delinkcious.cli", "serve", "link"], env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr == ""
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last["event"] == "startup_failed" and last["level"] == "error" and "127.0.0.1:1/link" in last["error"]
 
 
 def test_serve_stops_with_one_line_naming_the_setting():

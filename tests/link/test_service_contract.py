@@ -236,6 +236,17 @@ def test_check_results_apply_once_and_never_go_back_in_time(service, user):
     assert (links[0].status, links[0].status_reason) == ("invalid", "not found")
 
 
+def test_check_result_about_an_earlier_copy_of_a_re_added_link_is_ignored(service, user):
+    first = service.add_link(user, new("https://again.example"))
+    service.delete_link(user, "https://again.example")
+    service.add_link(user, new("https://again.example"))
+    late = CheckResult(username=user, url="https://again.example", status="invalid",
+                       checked_at=datetime.now(timezone.utc), http_status=404, link_created_at=first.created_at)
+    service.apply_check_result("evt-late", late)
+    links, _ = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    assert links[0].status == "pending"
+
+
 def test_check_result_for_a_deleted_link_is_ignored(service, user):
     result = CheckResult(username=user, url="https://gone.example", status="valid",
                          checked_at=datetime.now(timezone.utc))

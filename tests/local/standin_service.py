@@ -29,7 +29,8 @@ def record_start_in_postgres() -> int:
             cursor.execute("CREATE TABLE IF NOT EXISTS starts (id serial PRIMARY KEY)")
             cursor.execute("INSERT INTO starts DEFAULT VALUES")
             cursor.execute("SELECT count(*) FROM starts")
-            return int(cursor.fetchone()[0])
+            (count,) = cursor.fetchone() or (0,)
+            return int(count)
     finally:
         connection.close()
 
@@ -52,12 +53,15 @@ def main() -> None:
         "redis_starts": redis.Redis.from_url(os.environ["REDIS_URL"]).incr("starts"),
         "nats_jetstream": nats_has_jetstream(),
         "caller_token_readable": bool(Path(os.environ["CALLER_TOKEN_FILE"]).read_text().strip()),
-        "environment": {name: os.environ.get(name) for name in ("SERVICE_NAME", "LOG_FORMAT", "ALLOWED_CALLERS", "GREETING", "POSTGRES_URL")},
+        "environment": {
+            name: os.environ.get(name)
+            for name in ("SERVICE_NAME", "LOG_FORMAT", "ALLOWED_CALLERS", "GREETING", "POSTGRES_URL")
+        },
     }
     body = json.dumps(report).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/healthz/readiness" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()

@@ -12,9 +12,9 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from delinkcious.local.runtime import (
     DEVELOPER_CALLER,
     RestartBackoff,
@@ -203,7 +203,10 @@ def test_restart_backoff_doubles_to_a_cap_and_resets_after_a_stable_run() -> Non
 
 
 def test_addresses_are_displayed_without_credentials() -> None:
-    assert display_address("postgresql://postgres:secret@db.internal:5432/postgres") == "postgresql://db.internal:5432/postgres"
+    assert (
+        display_address("postgresql://postgres:secret@db.internal:5432/postgres")
+        == "postgresql://db.internal:5432/postgres"
+    )
     assert display_address("host=db port=5433 user=postgres password=secret dbname=app") == "db:5433/app"
     assert display_address("nats://user:pw@a:4222,nats://b:4222") == "nats://a:4222,nats://b:4222"
     assert display_address("redis://:pw@cache:6379/0") == "redis://cache:6379/0"
@@ -213,7 +216,10 @@ def test_status_report_ends_with_the_up_line(tmp_path: Path) -> None:
     ready = SupervisedService("link", ["true"], {"HOST": "127.0.0.1", "PORT": "8081"}, tmp_path / "a.pid")
     ready.ready = True
     waiting = SupervisedService("news", ["true"], {"HOST": "127.0.0.1", "PORT": "8084"}, tmp_path / "b.pid")
-    servers = [ServerEndpoint("postgres", "127.0.0.1:15432", external=False), ServerEndpoint("nats", "nats://x:1", True)]
+    servers = [
+        ServerEndpoint("postgres", "127.0.0.1:15432", external=False),
+        ServerEndpoint("nats", "nats://x:1", True),
+    ]
     report = status_report([ready], servers, tmp_path, tmp_path / "developer").splitlines()
     assert report[0].split() == ["service", "address", "ready"]
     assert report[1].split() == ["link", "http://127.0.0.1:8081", "yes"]
@@ -230,6 +236,7 @@ def test_status_report_ends_with_the_up_line(tmp_path: Path) -> None:
 # A whole `up` run with a stand-in service (real servers, real signals)
 
 _DRIVER = """
+import os
 import sys
 from dataclasses import dataclass
 from delinkcious.local import runtime
@@ -246,8 +253,10 @@ class Spec:
 standin, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 runtime._configure_logging()
 options = runtime.parse_options(argv, {}, stdout_is_tty=False)
-local = runtime.LocalRuntime(options, [Spec("standin", port)], {"STANDIN__GREETING": "hello"} | dict(__import__("os").environ),
-                             command_for=lambda name: [sys.executable, standin])
+environ = {"STANDIN__GREETING": "hello", **os.environ}
+local = runtime.LocalRuntime(
+    options, [Spec("standin", port)], environ, command_for=lambda name: [sys.executable, standin]
+)
 sys.exit(local.run())
 """
 
@@ -255,14 +264,7 @@ sys.exit(local.run())
 class UpProcess:
     """`up` in a subprocess, its stdout lines collected by a thread."""
 
-    def __init__(self, data_dir: Path, service_port: int, server_ports: tuple[int, int, int], crash_marker: Path):
-        postgres_port, nats_port, redis_port = server_ports
-        command = [
-            sys.executable, "-c", _DRIVER, str(Path(__file__).with_name("standin_service.py")), str(service_port),
-            "--data-dir", str(data_dir), "--postgres-port", str(postgres_port),
-            "--nats-port", str(nats_port), "--redis-port", str(redis_port),
-        ]  # fmt: skip
-        environment = {**_inherited_environment(), "STANDIN__CRASH_MARKER": str(crash_marker)}
+    def __init__(self, command: list[str], environment: dict[str, str]):
         # stderr (the runtime's [up] messages) joins stdout: one ordered transcript, one reader.
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
@@ -293,15 +295,26 @@ class UpProcess:
         return self.process.wait(60), "\n".join(self.output)
 
 
-def _inherited_environment() -> dict[str, str]:
+def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, int], crash_marker: Path) -> UpProcess:
+    postgres_port, nats_port, redis_port = server_ports
+    command = [
+        sys.executable, "-c", _DRIVER, str(Path(__file__).with_name("standin_service.py")), str(service_port),
+        "--data-dir", str(data_dir), "--postgres-port", str(postgres_port),
+        "--nats-port", str(nats_port), "--redis-port", str(redis_port),
+    ]  # fmt: skip
+    return UpProcess(command, {**inherited_environment(), "STANDIN__CRASH_MARKER": str(crash_marker)})
+
+
+def inherited_environment() -> dict[str, str]:
     import os
 
     return {name: value for name, value in os.environ.items() if name not in ("POSTGRES_URL", "NATS_URL", "REDIS_URL")}
 
 
-def readiness_report(port: int) -> dict:
+def readiness_report(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/readiness", timeout=5) as response:
-        return json.load(response)
+        report: dict[str, Any] = json.load(response)
+        return report
 
 
 def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(tmp_path: Path) -> None:
@@ -310,7 +323,7 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     server_ports = (free_port(), free_port(), free_port())
     crash_marker = tmp_path / "crashed-once"
 
-    first = UpProcess(data_dir, service_port, server_ports, crash_marker)
+    first = standin_up(data_dir, service_port, server_ports, crash_marker)
     try:
         assert first.wait_for_line("delinkcious is up") == "delinkcious is up"
         report = readiness_report(service_port)
@@ -336,13 +349,12 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     developer_token = (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip()
     assert superuser_password not in transcript and developer_token not in transcript
 
-    second = UpProcess(data_dir, service_port, server_ports, crash_marker)
+    second = standin_up(data_dir, service_port, server_ports, crash_marker)
     try:
         second.wait_for_line("delinkcious is up")
         report = readiness_report(service_port)
     finally:
         code, transcript = second.stop()
-    print(transcript)
     assert code == 0, transcript
     assert (report["postgres_starts"], report["redis_starts"]) == (2, 2)
     assert (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip() == developer_token

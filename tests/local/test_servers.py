@@ -14,7 +14,6 @@ import nats
 import psycopg2
 import pytest
 import redis
-
 from delinkcious.local.servers import (
     DatabaseAccess,
     NatsServer,
@@ -25,11 +24,13 @@ from delinkcious.local.servers import (
 
 
 def connect_as_service(access: DatabaseAccess, dbname: str | None = None) -> psycopg2.extensions.connection:
-    extra = {"dbname": dbname} if dbname else {}
-    return psycopg2.connect(access.dsn, password=access.read_password(), **extra)
+    """Connect the way a service does: the DSN plus the password from its file."""
+    if dbname is None:
+        return psycopg2.connect(access.dsn, password=access.read_password())
+    return psycopg2.connect(access.dsn, password=access.read_password(), dbname=dbname)
 
 
-def query_one(connection: psycopg2.extensions.connection, statement: str) -> tuple:
+def query_one(connection: psycopg2.extensions.connection, statement: str) -> tuple[object, ...] | None:
     with connection, connection.cursor() as cursor:
         cursor.execute(statement)
         return cursor.fetchone()
@@ -46,7 +47,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
 
 
 @pytest.fixture
-def secrets_dir(tmp_path: Path) -> Path:
+def role_secrets_dir(tmp_path: Path) -> Path:
     return tmp_path / "secrets"
 
 
@@ -64,9 +65,9 @@ def test_admin_dsn_connects_as_superuser(postgres: PostgresServer) -> None:
         connection.close()
 
 
-def test_service_database_keeps_rows_across_restart(postgres: PostgresServer, secrets_dir: Path) -> None:
-    access = postgres.ensure_database("link", secrets_dir)
-    assert access.password_file == secrets_dir / "link"
+def test_service_database_keeps_rows_across_restart(postgres: PostgresServer, role_secrets_dir: Path) -> None:
+    access = postgres.ensure_database("link", role_secrets_dir)
+    assert access.password_file == role_secrets_dir / "link"
     assert access.read_password() not in access.dsn
     assert access.dsn == f"postgresql://link@127.0.0.1:{postgres.port}/link"
     assert stat.S_IMODE(access.password_file.stat().st_mode) == 0o600
@@ -82,7 +83,7 @@ def test_service_database_keeps_rows_across_restart(postgres: PostgresServer, se
     assert not postgres.running
     postgres.start()
 
-    again = postgres.ensure_database("link", secrets_dir)
+    again = postgres.ensure_database("link", role_secrets_dir)
     assert again == access
     connection = connect_as_service(again)
     try:
@@ -92,11 +93,9 @@ def test_service_database_keeps_rows_across_restart(postgres: PostgresServer, se
         connection.close()
 
 
-def test_service_role_cannot_connect_to_another_service_database(
-    postgres: PostgresServer, secrets_dir: Path
-) -> None:
-    link = postgres.ensure_database("link-isolated", secrets_dir)
-    postgres.ensure_database("social-graph", secrets_dir)
+def test_service_role_cannot_connect_to_another_service_database(postgres: PostgresServer, role_secrets_dir: Path) -> None:
+    link = postgres.ensure_database("link-isolated", role_secrets_dir)
+    postgres.ensure_database("social-graph", role_secrets_dir)
     with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
         connect_as_service(link, dbname="social-graph")
 

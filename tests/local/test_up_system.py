@@ -1,0 +1,62 @@
+"""`delinkcious up` with the real services: it starts, reports ready, serves, stops cleanly, and a
+second `up` on the same data directory finds everything as it was."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import requests
+
+from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM
+from delinkcious.local.servers import free_port
+from tests.local.test_runtime import UpProcess, inherited_environment
+from tests.support.jetstream import read_events
+
+
+def start_up(data_dir: Path, ports: dict[str, int]) -> UpProcess:
+    command = [
+        sys.executable, "-m", "delinkcious.cli", "up", "--data-dir", str(data_dir),
+        "--postgres-port", str(ports["postgres"]), "--nats-port", str(ports["nats"]),
+        "--redis-port", str(ports["redis"]), "--log-format", "json",
+    ]  # fmt: skip
+    return UpProcess(command, {**inherited_environment(), "LINK__PORT": str(ports["link"]),
+                               "LINK__MAX_LINKS_PER_USER": "3"})
+
+
+def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
+    data_dir = tmp_path / "data"
+    ports = {name: free_port() for name in ("postgres", "nats", "redis", "link")}
+    links_url = f"http://127.0.0.1:{ports['link']}/v1/users/ann/links"
+
+    first = start_up(data_dir, ports)
+    try:
+        first.wait_for_line("delinkcious is up", timeout=120)
+        token = (data_dir / "secrets" / "callers" / "developer").read_text().strip()
+        headers = {"Delinkcious-Caller-Token": token}
+        response = requests.post(links_url, json={"url": "https://kept.example", "title": "Kept", "tags": ["x"]},
+                                 headers=headers, timeout=10)
+        assert response.status_code == 201, response.text
+        for index in range(2):
+            requests.post(links_url, json={"url": f"https://more.example/{index}", "title": "t"}, headers=headers,
+                          timeout=10)
+        # The per-service override reached the link service: its quota is 3.
+        over = requests.post(links_url, json={"url": "https://over.example", "title": "t"}, headers=headers,
+                             timeout=10)
+        assert over.status_code == 409 and over.json()["code"] == "quota_exceeded"
+    finally:
+        code, transcript = first.stop()
+    assert code == 0, transcript
+    assert ["link", f"http://127.0.0.1:{ports['link']}", "yes"] in [line.split() for line in first.output]
+    assert token not in transcript
+
+    second = start_up(data_dir, ports)
+    try:
+        second.wait_for_line("delinkcious is up", timeout=120)
+        listed = requests.get(links_url, headers=headers, params={"tag": "x"}, timeout=10).json()
+        assert [link["url"] for link in listed["links"]] == ["https://kept.example"]
+        events = read_events(f"nats://127.0.0.1:{ports['nats']}", LINKS_STREAM.name, LINK_ADDED)
+        assert sorted(event["url"] for event in events if event["author"] == "ann") == [
+            "https://kept.example", "https://more.example/0", "https://more.example/1"]
+    finally:
+        code, transcript = second.stop()
+    assert code == 0, transcript
