@@ -41,6 +41,27 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+def _private_server(server_class, data_dir: Path):
+    server = server_class(data_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path):
+    """A NATS server of the test's own, which it may stop and start."""
+    yield from _private_server(NatsServer, tmp_path / "nats")
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path):
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    yield from _private_server(PostgresServer, tmp_path / "postgres")
+
+
 @pytest.fixture(scope="session")
 def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("secrets")

@@ -11,7 +11,6 @@ from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM, Event
 from delinkcious.kit.nats import NatsConnection
 from delinkcious.kit.outbox import OutboxRelay, record_event
 from delinkcious.link.app import DEFINITION
-from delinkcious.local.servers import NatsServer
 from tests.support.jetstream import read_events, wait_for_events, wait_until
 from tests.support.services import unique_username
 
@@ -31,14 +30,6 @@ def relay_parts(link_database, nats_url):
     assert wait_until(lambda: connection.ready)
     yield link_database, connection, OutboxRelay("test", link_database, connection, poll_interval=3600)
     connection.close()
-
-
-@pytest.fixture
-def private_nats(tmp_path):
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_events_written_while_nats_is_down_arrive_once_it_is_back(service_environment, private_nats):

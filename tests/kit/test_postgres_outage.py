@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 
 from delinkcious.link.app import DEFINITION
-from delinkcious.local.servers import PostgresServer
 from tests.support.jetstream import wait_until
 from tests.support.services import unique_username
-
-
-@pytest.fixture
-def private_postgres(tmp_path):
-    server = PostgresServer(tmp_path / "postgres")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_readiness_follows_postgres(service_environment, private_postgres):
