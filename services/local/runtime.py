@@ -44,7 +44,8 @@ log = logging.getLogger("delinkcious.local.runtime")
 
 DEVELOPER_CALLER = "developer"
 READINESS_TIMEOUT = 120.0
-SERVICE_STOP_TIMEOUT = 30.0
+# Longer than a service's own kill timer (GRACEFUL_TIMEOUT + SHUTDOWN_DRAIN_TIMEOUT + 5 = 35 s by default).
+SERVICE_STOP_TIMEOUT = 45.0
 _SUPERVISION_TICK = 0.2
 _READINESS_PROBE_TIMEOUT = 1.0
 
