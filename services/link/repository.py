@@ -87,9 +87,18 @@ class PostgresLinkRepository(LinkRepository):
             conditions.append("tags @> %s::text[]")
             params.append(list(link_filter.tags))
         params.append(limit)
-        self._cursor.execute(
-            f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s", params
-        )
+        self._cursor.execute("SAVEPOINT list_links")
+        try:
+            self._cursor.execute(
+                f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s", params
+            )
+        except psycopg2.errors.QueryCanceled:
+            patterns = link_filter.patterns()
+            if not patterns:
+                raise  # plain slowness is the database's problem (503), not the client's
+            # statement_timeout stopped a pathological regular expression: the client's input.
+            self._cursor.execute("ROLLBACK TO SAVEPOINT list_links")
+            raise InvalidInput(next(iter(patterns)), "regular expression too expensive to evaluate") from None
         return [_link_from_row(row) for row in self._cursor.fetchall()]
 
     def check_patterns(self, link_filter: LinkFilter) -> None:

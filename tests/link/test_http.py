@@ -295,3 +295,4 @@ def test_malformed_link_checked_events_are_dropped_not_retried_forever(api, serv
     good = check_event(api.user, "https://poison.example", "valid", http_status=200)
     publish_event(service_environment.nats_url, LINK_CHECKED, good)
     assert wait_until(lambda: api.list().get_json()["links"][0]["status"] == "valid")
+

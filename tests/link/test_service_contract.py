@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import psycopg2.errors
 import pytest
 
 from delinkcious.kit.db import Database, build_dsn
-from delinkcious.kit.errors import InvalidInput, NotFound
+from delinkcious.kit.errors import InvalidInput, NotFound, Unavailable
 from delinkcious.link.app import DEFINITION
 from delinkcious.link.domain import CheckResult, DuplicateLink, LinkChanges, LinkFilter, NewLink, QuotaExceeded
 from delinkcious.link.repository import (
     InMemoryLinkRepository,
     InMemoryUnitOfWork,
+    PostgresLinkRepository,
     PostgresUnitOfWork,
 )
 from delinkcious.link.service import LinkService
@@ -267,3 +269,30 @@ def test_failed_unit_of_work_leaves_nothing_behind(service, user, backend):
             raise RuntimeError("crash before commit")
     assert all_pages(service, user) == ["https://r.example/kept"]
     assert [event["event_type"] for event in backend.events_for(user)] == ["link_added"]
+
+
+def test_a_filter_stopped_by_the_statement_timeout_is_the_clients_error(service_environment, user):
+    """PostgreSQL's statement_timeout bounds a costly regular expression; that is a 400 naming the
+    filter, while the same timeout without any pattern stays a database problem (503)."""
+    access = service_environment.database(DEFINITION)
+    database = Database(build_dsn(access.dsn, access.read_password()), pool_size=1, statement_timeout_ms=1)
+    try:
+        with database.transaction() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 0")
+            cursor.execute(
+                "INSERT INTO links (username, url, url_key, title, created_at, updated_at) "
+                "SELECT %s, 'https://bulk.example/' || n, 'https://bulk.example/' || n, 't', now(), now() "
+                "FROM generate_series(1, 200000) AS n", (user,))
+        with pytest.raises(InvalidInput) as raised:
+            with database.transaction() as cursor:
+                PostgresLinkRepository(cursor).list(user, LinkFilter(title_regex="^x"), None, 10)
+        assert raised.value.field == "title_regex"
+        with pytest.raises(Unavailable) as unavailable:
+            with database.transaction() as cursor:
+                cursor.execute("SELECT count(*) FROM links a, links b WHERE a.username = %s", (user,))
+        assert isinstance(unavailable.value.__cause__, psycopg2.errors.QueryCanceled)
+    finally:
+        with database.transaction() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 0")
+            cursor.execute("DELETE FROM links WHERE username = %s", (user,))
+        database.close()
