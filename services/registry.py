@@ -18,6 +18,7 @@ class ServiceSpec:
     uses_nats: bool
     allowed_callers: tuple[str, ...]
     module: str  # exposes DEFINITION, a kit ServiceDefinition
+    calls: tuple[str, ...] = ()  # services it calls; each is passed as <NAME>_SERVICE_URL
 
     def definition(self) -> ServiceDefinition:
         return importlib.import_module(self.module).DEFINITION
@@ -32,6 +33,25 @@ SERVICES: tuple[ServiceSpec, ...] = (
         uses_nats=True,
         allowed_callers=("api-gateway",),
         module="delinkcious.link.app",
+    ),
+    ServiceSpec(
+        name="user",
+        default_port=8082,
+        uses_postgres=True,
+        uses_redis=False,
+        uses_nats=True,
+        allowed_callers=("api-gateway", "social-graph"),
+        module="delinkcious.user.app",
+    ),
+    ServiceSpec(
+        name="social-graph",
+        default_port=8083,
+        uses_postgres=True,
+        uses_redis=False,
+        uses_nats=True,
+        allowed_callers=("api-gateway", "news"),
+        module="delinkcious.social_graph.app",
+        calls=("user",),
     ),
 )
 

@@ -90,3 +90,11 @@ class Event:
             raise
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidEvent(f"malformed event on {subject}: {exc}") from exc
+
+
+USERS_STREAM = StreamSpec("DELINKCIOUS_USERS", ("delinkcious.users.v1.>",))
+SOCIAL_STREAM = StreamSpec("DELINKCIOUS_SOCIAL", ("delinkcious.social.v1.>",))
+
+USER_CREATED = "delinkcious.users.v1.created"
+FOLLOWED = "delinkcious.social.v1.followed"
+UNFOLLOWED = "delinkcious.social.v1.unfollowed"

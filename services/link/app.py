@@ -10,7 +10,8 @@ from ..kit.consumer import Subscription
 from ..kit.errors import InvalidInput
 from ..kit.events import LINK_CHECKED, LINK_CHECKS_STREAM, LINKS_STREAM, Event, parse_timestamp
 from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
-from .domain import CHECK_STATUSES, CheckResult, validate_url, validate_username
+from ..kit.validation import validate_username
+from .domain import CHECK_STATUSES, CheckResult, validate_url
 from .http import links_blueprint
 from .repository import PostgresUnitOfWork
 from .service import CHECK_RESULTS_CONSUMER, LinkService

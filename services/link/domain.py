@@ -9,6 +9,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ..kit.errors import Conflict, InvalidInput
+from ..kit.validation import reject_unknown_fields
 
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 500
@@ -22,7 +23,6 @@ MAX_PAGE_SIZE = 100
 LinkStatus = Literal["pending", "valid", "invalid"]
 CHECK_STATUSES: frozenset[str] = frozenset({"valid", "invalid"})
 
-_USERNAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){0,38}$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -114,12 +114,6 @@ class QuotaExceeded(Conflict):
 
 
 # --- validation -----------------------------------------------------------------------------
-def validate_username(username: Any, field_name: str = "username") -> str:
-    if not isinstance(username, str) or not _USERNAME.match(username):
-        raise InvalidInput(field_name, "must be 1-39 characters of a-z, 0-9 and single inner dashes")
-    return username
-
-
 def validate_url(url: Any, field_name: str = "url") -> str:
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput(field_name, "is required")
@@ -258,8 +252,3 @@ class LinkChanges:
             remove_tags=validate_tags(payload.get("remove_tags"), "remove_tags"),
         )
 
-
-def reject_unknown_fields(payload: dict[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(payload) - known)
-    if unknown:
-        raise InvalidInput(unknown[0], f"unknown field (expected one of: {', '.join(sorted(known))})")

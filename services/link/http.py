@@ -8,6 +8,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from ..kit.events import format_timestamp
 from ..kit.logs import bind_contextvars
+from ..kit.validation import validate_username
 from ..kit.web import json_object
 from .domain import (
     DuplicateLink,
@@ -19,7 +20,6 @@ from .domain import (
     validate_pattern,
     validate_tags,
     validate_url,
-    validate_username,
 )
 from .service import LinkService
 

@@ -190,6 +190,17 @@ class ServiceWiring:
     nats_url: str | None = None
     redis_url: str | None = None
     databases: Mapping[str, DatabaseAccess] = field(default_factory=dict)
+    service_urls: Mapping[str, str] = field(default_factory=dict)  # where each service listens
+
+
+def service_port(spec: ServiceSpec, base_env: Mapping[str, str]) -> int:
+    """The port a service listens on: its `<SERVICE>__PORT` override, else its default."""
+    return int(base_env.get(f"{override_prefix(spec.name)}PORT", spec.default_port))
+
+
+def service_url_variable(service_name: str) -> str:
+    """How a caller is told where a service is: `social-graph` -> `SOCIAL_GRAPH_SERVICE_URL`."""
+    return service_name.upper().replace("-", "_") + "_SERVICE_URL"
 
 
 def override_prefix(service_name: str) -> str:
@@ -243,6 +254,8 @@ def _dependency_variables(spec: ServiceSpec, wiring: ServiceWiring) -> dict[str,
     if spec.uses_redis:
         assert wiring.redis_url is not None, "Redis is needed but was not started"
         variables["REDIS_URL"] = wiring.redis_url
+    for called in spec.calls:
+        variables[service_url_variable(called)] = wiring.service_urls[called]
     return variables
 
 
@@ -467,6 +480,10 @@ class LocalRuntime:
             log_format=self.options.log_format,
             secrets=self.secrets,
             service_names=tuple(spec.name for spec in self.all_services),
+            service_urls={
+                spec.name: f"http://{url_host(probe_host(self.options.host))}:{service_port(spec, self.environ)}"
+                for spec in self.all_services
+            },
         )
         if any(spec.uses_postgres for spec in self.selected):
             admin_dsn = self._postgres_admin_dsn()

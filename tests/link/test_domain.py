@@ -14,8 +14,8 @@ from delinkcious.link.domain import (
     normalise_url,
     validate_limit,
     validate_tags,
-    validate_username,
 )
+from delinkcious.kit.validation import validate_username
 from delinkcious.link.service import decode_page_token, encode_page_token
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from delinkcious.local.runtime import (
     parse_options,
     select_services,
     service_environment,
+    service_port,
+    service_url_variable,
     status_report,
 )
 from delinkcious.local.servers import DatabaseAccess, free_port
@@ -44,6 +46,7 @@ class Spec:
     uses_redis: bool = False
     uses_nats: bool = False
     allowed_callers: tuple[str, ...] = ()
+    calls: tuple[str, ...] = ()
 
 
 LINK = Spec("link", 8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",))
@@ -249,6 +252,7 @@ class Spec:
     uses_redis: bool = True
     uses_nats: bool = True
     allowed_callers: tuple = ("api-gateway",)
+    calls: tuple = ()
 
 standin, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 runtime._configure_logging()
@@ -358,3 +362,13 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     assert code == 0, transcript
     assert (report["postgres_starts"], report["redis_starts"]) == (2, 2)
     assert (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip() == developer_token
+
+
+def test_callers_are_told_where_the_services_they_call_listen(tmp_path: Path) -> None:
+    social = Spec("social-graph", 8083, calls=("user",))
+    user = Spec("user", 8082)
+    base_env = {"USER__PORT": "9999"}
+    urls = {spec.name: f"http://127.0.0.1:{service_port(spec, base_env)}" for spec in (social, user)}
+    environment = service_environment(social, replace(wiring(tmp_path), service_urls=urls), base_env)
+    assert environment["USER_SERVICE_URL"] == "http://127.0.0.1:9999"
+    assert service_url_variable("link-checker") == "LINK_CHECKER_SERVICE_URL"

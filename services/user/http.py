@@ -1,0 +1,92 @@
+"""Internal REST API of the user service (called by the API gateway and the social-graph service).
+See README.md for the contract."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from ..kit.errors import InvalidInput
+from ..kit.events import format_timestamp
+from ..kit.logs import bind_contextvars
+from ..kit.validation import reject_unknown_fields, validate_username
+from ..kit.web import json_object
+from .domain import AccessToken, LoginIdentity, User, validate_token_secret
+from .service import UserService
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "email": user.email,
+        "name": user.name,
+        "created_at": format_timestamp(user.created_at),
+        "updated_at": format_timestamp(user.updated_at),
+    }
+
+
+def token_json(token: AccessToken) -> dict[str, Any]:
+    return {
+        "token_id": token.token_id,
+        "username": token.username,
+        "created_at": format_timestamp(token.created_at),
+        "expires_at": format_timestamp(token.expires_at),
+    }
+
+
+def _token_from_body() -> str:
+    payload = json_object()
+    reject_unknown_fields(payload, {"token"})
+    return validate_token_secret(payload.get("token"))
+
+
+def users_blueprint(service: UserService) -> Blueprint:
+    api = Blueprint("users", __name__, url_prefix="/v1")
+
+    @api.post("/logins")
+    def login() -> tuple[Response, int]:
+        user, created = service.login(LoginIdentity.parse(json_object()), request_id=g.request_id)
+        bind_contextvars(user=user.username)
+        return jsonify({"user": user_json(user), "created": created}), 201 if created else 200
+
+    @api.get("/users/<username>")  # HEAD is served too: the cheap existence check
+    def get_user(username: str) -> Response:
+        validate_username(username)
+        return jsonify(user_json(service.get(username)))
+
+    @api.post("/users/<username>/tokens")
+    def issue_token(username: str) -> tuple[Response, int]:
+        validate_username(username)
+        bind_contextvars(user=username)
+        payload = json_object() if request.data else {}
+        reject_unknown_fields(payload, {"ttl_seconds"})
+        ttl = payload.get("ttl_seconds")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
+            raise InvalidInput("ttl_seconds", "must be an integer")
+        issued = service.issue_token(username, ttl)
+        return jsonify({"token": issued.secret, **token_json(issued.token)}), 201
+
+    @api.get("/users/<username>/tokens")
+    def list_tokens(username: str) -> Response:
+        validate_username(username)
+        return jsonify({"tokens": [token_json(token) for token in service.list_tokens(username)]})
+
+    @api.delete("/users/<username>/tokens/<token_id>")
+    def revoke_token_by_id(username: str, token_id: str) -> tuple[str, int]:
+        validate_username(username)
+        service.revoke_token_by_id(username, token_id)
+        return "", 204
+
+    @api.post("/tokens/verify")
+    def verify_token() -> Response:
+        user, token = service.verify_token(_token_from_body())
+        bind_contextvars(user=user.username)
+        return jsonify({"user": user_json(user), "token": token_json(token)})
+
+    @api.post("/tokens/revoke")
+    def revoke_token() -> tuple[str, int]:
+        service.revoke_token(_token_from_body())
+        return "", 204
+
+    return api
+
