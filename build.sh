@@ -4,14 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-services() { for dockerfile in services/*/Dockerfile; do basename "$(dirname "$dockerfile")"; done; }
+# Service names use dashes (social-graph); their folders are Python packages, so underscores.
+services() { for dockerfile in services/*/Dockerfile; do basename "$(dirname "$dockerfile")" | tr _ -; done; }
 
 build_image() {
-  local service=$1 tag="delinkcious/$1:${TAG:-dev}"
+  local service=$1 dockerfile="services/${1//-/_}/Dockerfile" tag="delinkcious/$1:${TAG:-dev}"
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-    docker build -f "services/$service/Dockerfile" -t "$tag" .
+    docker build -f "$dockerfile" -t "$tag" .
   else
-    buildah bud --isolation chroot -f "services/$service/Dockerfile" -t "$tag" .
+    buildah bud --isolation chroot -f "$dockerfile" -t "$tag" .
   fi
 }
 

@@ -58,6 +58,7 @@ class ServiceRuntime:
         self.outbox: OutboxRelay | None = None
         self.consumers: ConsumerGroup | None = None
         self.callers = self._caller_authenticator(settings)
+        self._on_stop: list[Callable[[], None]] = []
 
         if isinstance(settings, PostgresSettings):
             password = settings.database_password.get_secret_value() if settings.database_password else None
@@ -116,6 +117,11 @@ class ServiceRuntime:
         )
         self.health.add_liveness_check(Check("consumers", self._thread_check(self.consumers.is_alive)))
 
+    def on_stop(self, close: Callable[[], None]) -> None:
+        """Have `close` called on stop, after consumers and the outbox, before the pool is closed: for
+        what a service's `build` opened itself (e.g. a ServiceClient). Called in reverse order."""
+        self._on_stop.append(close)
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
         """A database transaction; if it commits, the outbox relay is woken to publish its events."""
@@ -147,6 +153,11 @@ class ServiceRuntime:
             self.outbox.stop_and_drain(timeout=budget / 2)
         if self.nats is not None:
             self.nats.close(timeout=5)
+        for close in reversed(self._on_stop):
+            try:
+                close()
+            except Exception as exc:  # one failing close must not keep the pool open
+                log.warning("stop_callback_failed", error=str(exc) or type(exc).__name__)
         if self.db is not None:
             self.db.close()
         self.health.close()

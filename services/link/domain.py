@@ -198,18 +198,6 @@ def validate_pattern(value: Any, field_name: str) -> str | None:
     return value
 
 
-def validate_limit(value: Any) -> int:
-    if value is None or value == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("limit", "must be an integer") from None
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
-    return limit
-
-
 @dataclass(frozen=True)
 class NewLink:
     url: str

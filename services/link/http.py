@@ -8,15 +8,17 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from ..kit.events import format_timestamp
 from ..kit.logs import bind_contextvars
+from ..kit.pages import validate_limit
 from ..kit.validation import validate_username
 from ..kit.web import json_object
 from .domain import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
     DuplicateLink,
     Link,
     LinkChanges,
     LinkFilter,
     NewLink,
-    validate_limit,
     validate_pattern,
     validate_tags,
     validate_url,
@@ -61,7 +63,7 @@ def links_blueprint(service: LinkService) -> Blueprint:
         links, next_token = service.list_links(
             username, link_filter,
             start_token=request.args.get("start_token") or None,
-            limit=validate_limit(request.args.get("limit")),
+            limit=validate_limit(request.args.get("limit"), default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE),
         )
         return jsonify({"links": [link_json(link) for link in links], "next_token": next_token})
 

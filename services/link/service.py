@@ -3,15 +3,12 @@ produces commit together (the Postgres unit of work writes events to the outbox)
 from __future__ import annotations
 
 import abc
-import base64
-import binascii
-import hashlib
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from ..kit.errors import InvalidInput, NotFound
+from ..kit.pages import decode_page_token, encode_page_token
 from ..kit.events import LINK_ADDED, LINK_DELETED, LINK_UPDATED, Event, format_timestamp, utc_now
 from .domain import (
     CheckResult,
@@ -86,32 +83,6 @@ class UnitOfWork(abc.ABC):
         """False if `consumer` already handled `event_id` (commits with the unit of work)."""
 
 
-# --- page tokens ------------------------------------------------------------------------------
-def encode_page_token(after_id: int, link_filter: LinkFilter) -> str:
-    body = json.dumps({"a": after_id, "f": _filter_digest(link_filter)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=")
-
-
-def decode_page_token(token: str | None, link_filter: LinkFilter) -> int | None:
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw)
-        after_id = body["a"]
-        if not isinstance(after_id, int) or isinstance(after_id, bool) or after_id < 1:
-            raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidInput("start_token", "is not a valid page token") from None
-    if body.get("f") != _filter_digest(link_filter):
-        raise InvalidInput("start_token", "belongs to a listing with other filters")
-    return after_id
-
-
-def _filter_digest(link_filter: LinkFilter) -> str:
-    return hashlib.sha256(json.dumps(link_filter.fingerprint()).encode()).hexdigest()[:16]
-
-
 # --- use cases --------------------------------------------------------------------------------
 class LinkService:
     def __init__(self, unit_of_work: Callable[[], UnitOfWork], *, max_links_per_user: int,
@@ -122,12 +93,12 @@ class LinkService:
 
     def list_links(self, username: str, link_filter: LinkFilter, *, start_token: str | None,
                    limit: int) -> tuple[list[Link], str | None]:
-        after_id = decode_page_token(start_token, link_filter)
+        after_id = decode_page_token(start_token, link_filter.fingerprint())
         with self._uow() as uow:
             uow.links.check_patterns(link_filter)
             rows = uow.links.list(username, link_filter, after_id, limit + 1)
         page = Page(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
-        token = encode_page_token(page.next_after_id, link_filter) if page.next_after_id else None
+        token = encode_page_token(page.next_after_id, link_filter.fingerprint()) if page.next_after_id else None
         return page.links, token
 
     def add_link(self, username: str, new: NewLink, *, request_id: str | None = None) -> Link:

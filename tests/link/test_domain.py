@@ -12,11 +12,9 @@ from delinkcious.link.domain import (
     LinkFilter,
     NewLink,
     normalise_url,
-    validate_limit,
     validate_tags,
 )
 from delinkcious.kit.validation import validate_username
-from delinkcious.link.service import decode_page_token, encode_page_token
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -96,7 +94,7 @@ class TestNormalisation:
         assert normalise_url(a) != normalise_url(b)
 
 
-class TestUsernamesAndLimits:
+class TestUsernames:
     @pytest.mark.parametrize("name", ["a", "octo-cat", "a" * 39, "x1"])
     def test_valid_usernames(self, name):
         assert validate_username(name) == name
@@ -105,27 +103,6 @@ class TestUsernamesAndLimits:
     def test_invalid_usernames(self, name):
         assert invalid_field(validate_username, name) == "username"
 
-    @pytest.mark.parametrize("raw,expected", [(None, 10), ("", 10), ("1", 1), ("100", 100)])
-    def test_limits(self, raw, expected):
-        assert validate_limit(raw) == expected
-
-    @pytest.mark.parametrize("raw", ["0", "101", "-1", "ten", "1.5"])
-    def test_bad_limits(self, raw):
-        assert invalid_field(validate_limit, raw) == "limit"
-
-
-class TestPageTokens:
-    def test_round_trip(self):
-        link_filter = LinkFilter(tags=("python",))
-        assert decode_page_token(encode_page_token(42, link_filter), link_filter) == 42
-
-    @pytest.mark.parametrize("token", ["garbage", "e30", "eyJhIjotMX0", "!!!"])
-    def test_invalid_tokens(self, token):
-        assert invalid_field(decode_page_token, token, LinkFilter()) == "start_token"
-
-    def test_token_is_bound_to_its_filters(self):
-        token = encode_page_token(5, LinkFilter(title_regex="a"))
-        assert invalid_field(decode_page_token, token, LinkFilter(title_regex="b")) == "start_token"
 
 
 class TestChanges:

@@ -20,12 +20,13 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> UpProcess:
         "--redis-port", str(ports["redis"]), "--log-format", "json",
     ]  # fmt: skip
     return UpProcess(command, {**inherited_environment(), "LINK__PORT": str(ports["link"]),
+                               "USER__PORT": str(ports["user"]), "SOCIAL_GRAPH__PORT": str(ports["social-graph"]),
                                "LINK__MAX_LINKS_PER_USER": "3"})
 
 
 def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
     data_dir = tmp_path / "data"
-    ports = {name: free_port() for name in ("postgres", "nats", "redis", "link")}
+    ports = {name: free_port() for name in ("postgres", "nats", "redis", "link", "user", "social-graph")}
     links_url = f"http://127.0.0.1:{ports['link']}/v1/users/ann/links"
 
     first = start_up(data_dir, ports)
@@ -43,10 +44,22 @@ def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
         over = requests.post(links_url, json={"url": "https://over.example", "title": "t"}, headers=headers,
                              timeout=10)
         assert over.status_code == 409 and over.json()["code"] == "quota_exceeded"
+
+        # user and social-graph run too, and social-graph finds users through the user service.
+        user_url, social_url = (f"http://127.0.0.1:{ports[name]}" for name in ("user", "social-graph"))
+        for login in ("ann", "bob"):
+            created = requests.post(f"{user_url}/v1/logins", json={"provider": "github", "subject": login,
+                                                                   "login": login}, headers=headers, timeout=10)
+            assert created.status_code in (200, 201), created.text
+        follow = requests.post(f"{social_url}/v1/users/ann/following", json={"followed": "bob"}, headers=headers,
+                               timeout=10)
+        assert follow.status_code in (200, 201), follow.text
     finally:
         code, transcript = first.stop()
     assert code == 0, transcript
-    assert ["link", f"http://127.0.0.1:{ports['link']}", "yes"] in [line.split() for line in first.output]
+    rows = [line.split() for line in first.output]
+    for service in ("link", "user", "social-graph"):
+        assert [service, f"http://127.0.0.1:{ports[service]}", "yes"] in rows
     assert token not in transcript
 
     second = start_up(data_dir, ports)
@@ -57,6 +70,9 @@ def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
         events = read_events(f"nats://127.0.0.1:{ports['nats']}", LINKS_STREAM.name, LINK_ADDED)
         assert sorted(event["url"] for event in events if event["author"] == "ann") == [
             "https://kept.example", "https://more.example/0", "https://more.example/1"]
+        following = requests.get(f"http://127.0.0.1:{ports['social-graph']}/v1/users/ann/following",
+                                 headers=headers, timeout=10).json()
+        assert following["following"] == ["bob"]
     finally:
         code, transcript = second.stop()
     assert code == 0, transcript

@@ -1,0 +1,69 @@
+"""Wiring of the social-graph service: its settings, its adapters, and its definition for the kit."""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+
+from ..kit.config import BaseServiceSettings, NatsSettings, PostgresSettings
+from ..kit.consumer import Subscription
+from ..kit.events import SOCIAL_STREAM, USER_CREATED, USERS_STREAM, Event
+from ..kit.http_client import ServiceClient
+from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from ..kit.validation import validate_username
+from .http import social_graph_blueprint
+from .repository import PostgresUnitOfWork
+from .service import KNOWN_USERS_CONSUMER, SocialGraphService
+from .user_directory import UserServiceDirectory
+
+
+class SocialGraphSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
+    port: int = Field(8083, ge=1, le=65535)
+    # Where the user service listens, asked about users the projection does not know yet.
+    user_service_url: str
+    # Required here: this service calls the user service, which wants to know who is calling.
+    caller_token: SecretStr
+
+    @field_validator("user_service_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("caller_token")
+    @classmethod
+    def _non_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def build(runtime: ServiceRuntime) -> ServiceParts:
+    settings = runtime.settings
+    assert isinstance(settings, SocialGraphSettings)
+    user_service = ServiceClient(settings.user_service_url, caller_token=settings.caller_token.get_secret_value())
+    runtime.on_stop(user_service.close)
+    service = SocialGraphService(lambda: PostgresUnitOfWork(runtime.transaction), UserServiceDirectory(user_service))
+
+    def on_user_created(event: Event) -> bool:
+        # An invalid username raises InvalidInput: the kit terminates the message instead of retrying it.
+        username = validate_username(event.data.get("username"))
+        return service.record_user_created(event.event_id, username, event.occurred_at)
+
+    return ServiceParts(
+        blueprints=[social_graph_blueprint(service)],
+        subscriptions=[Subscription(USERS_STREAM, (USER_CREATED,), durable=KNOWN_USERS_CONSUMER,
+                                    handler=on_user_created)],
+    )
+
+
+DEFINITION = ServiceDefinition(
+    name="social-graph",
+    settings_class=SocialGraphSettings,
+    build=build,
+    migrations=(Path(__file__).parent / "migrations",),
+    publishes=(SOCIAL_STREAM,),
+)

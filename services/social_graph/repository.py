@@ -1,0 +1,182 @@
+"""Follow storage adapters: PostgreSQL for real, in memory for fast unit tests of the use cases.
+tests/social_graph/test_service_contract.py holds both to the same behaviour."""
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extensions
+
+from ..kit.db import claim_event
+from ..kit.events import Event
+from ..kit.outbox import record_event
+from .domain import Direction, Follow
+from .service import FollowRepository, KnownUsers, UnitOfWork
+
+# Which column a listing selects on, per direction; each has its (column, id DESC) index.
+_LIST_COLUMN: dict[str, str] = {"following": "follower", "followers": "followed"}
+
+
+def _follow_from_row(row: dict[str, Any]) -> Follow:
+    return Follow(id=row["id"], follower=row["follower"], followed=row["followed"], created_at=row["created_at"])
+
+
+class PostgresFollowRepository(FollowRepository, KnownUsers):
+    def __init__(self, cursor: psycopg2.extensions.cursor) -> None:
+        self._cursor = cursor
+
+    def add(self, follow: Follow) -> Follow | None:
+        # A concurrent insert of the same pair makes this wait for that transaction, then do nothing:
+        # exactly one of them gets a row back (and publishes the event).
+        self._cursor.execute(
+            "INSERT INTO follows (follower, followed, created_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (follower, followed) DO NOTHING RETURNING id",
+            (follow.follower, follow.followed, follow.created_at),
+        )
+        row = self._cursor.fetchone()
+        return replace(follow, id=row["id"]) if row else None
+
+    def get(self, follower: str, followed: str) -> Follow | None:
+        self._cursor.execute(
+            "SELECT id, follower, followed, created_at FROM follows WHERE follower = %s AND followed = %s",
+            (follower, followed),
+        )
+        row = self._cursor.fetchone()
+        return _follow_from_row(row) if row else None
+
+    def remove(self, follower: str, followed: str) -> Follow | None:
+        self._cursor.execute(
+            "DELETE FROM follows WHERE follower = %s AND followed = %s RETURNING id, follower, followed, created_at",
+            (follower, followed),
+        )
+        row = self._cursor.fetchone()
+        return _follow_from_row(row) if row else None
+
+    def list(self, username: str, direction: Direction, after_id: int | None, limit: int) -> list[Follow]:
+        # The page walks the (column, id DESC) index: one user's page never scans other users' edges.
+        conditions = [f"{_LIST_COLUMN[direction]} = %s"]
+        params: list[Any] = [username]
+        if after_id is not None:
+            conditions.append("id < %s")
+            params.append(after_id)
+        params.append(limit)
+        self._cursor.execute(
+            f"SELECT id, follower, followed, created_at FROM follows WHERE {' AND '.join(conditions)} "
+            "ORDER BY id DESC LIMIT %s",
+            params,
+        )
+        return [_follow_from_row(row) for row in self._cursor.fetchall()]
+
+    # --- the projection of known users ----------------------------------------------------------
+    def contains(self, username: str) -> bool:
+        self._cursor.execute("SELECT 1 FROM known_users WHERE username = %s", (username,))
+        return self._cursor.fetchone() is not None
+
+    def record(self, username: str, known_since: datetime) -> None:
+        self._cursor.execute(
+            "INSERT INTO known_users (username, known_since) VALUES (%s, %s) ON CONFLICT (username) DO NOTHING",
+            (username, known_since),
+        )
+
+
+class PostgresUnitOfWork(UnitOfWork):
+    """One database transaction; `begin` is ServiceRuntime.transaction (or Database.transaction)."""
+
+    def __init__(self, begin: Callable[[], AbstractContextManager[psycopg2.extensions.cursor]]) -> None:
+        self._begin = begin
+        self._transaction: Any = None
+
+    def __enter__(self) -> PostgresUnitOfWork:
+        self._transaction = self._begin()
+        self._cursor = self._transaction.__enter__()
+        self.follows = self.known_users = PostgresFollowRepository(self._cursor)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._transaction.__exit__(*exc_info)
+
+    def publish(self, event: Event) -> None:
+        record_event(self._cursor, event)
+
+    def claim_event(self, consumer: str, event_id: str) -> bool:
+        return claim_event(self._cursor, consumer, event_id)
+
+
+class InMemoryFollowRepository(FollowRepository, KnownUsers):
+    """Behaves like the PostgreSQL repository; the unit of work holds its lock throughout."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Follow] = {}
+        self.known: dict[str, datetime] = {}
+        self.next_id = 1
+        self.lock = threading.RLock()
+
+    def add(self, follow: Follow) -> Follow | None:
+        if self.get(follow.follower, follow.followed) is not None:
+            return None
+        stored = replace(follow, id=self.next_id)
+        self.rows[self.next_id] = stored
+        self.next_id += 1
+        return stored
+
+    def get(self, follower: str, followed: str) -> Follow | None:
+        return next((edge for edge in self.rows.values()
+                     if edge.follower == follower and edge.followed == followed), None)
+
+    def remove(self, follower: str, followed: str) -> Follow | None:
+        edge = self.get(follower, followed)
+        if edge is not None:
+            del self.rows[edge.id]  # type: ignore[arg-type]
+        return edge
+
+    def list(self, username: str, direction: Direction, after_id: int | None, limit: int) -> list[Follow]:
+        column = _LIST_COLUMN[direction]
+        newest_first = sorted(self.rows.items(), reverse=True)
+        return [edge for edge_id, edge in newest_first
+                if getattr(edge, column) == username and (after_id is None or edge_id < after_id)][:limit]
+
+    def contains(self, username: str) -> bool:
+        return username in self.known
+
+    def record(self, username: str, known_since: datetime) -> None:
+        self.known.setdefault(username, known_since)
+
+
+class InMemoryUnitOfWork(UnitOfWork):
+    """A unit of work over an in-memory store: changes apply on commit, vanish on rollback."""
+
+    def __init__(self, store: InMemoryFollowRepository) -> None:
+        self._store = store
+        self.published: list[Event] = []
+        self.claimed: set[tuple[str, str]] = set()
+
+    def __enter__(self) -> InMemoryUnitOfWork:
+        self._store.lock.acquire()
+        self._snapshot = (copy.copy(self._store.rows), copy.copy(self._store.known), self._store.next_id,
+                          set(self.claimed))
+        self._pending: list[Event] = []
+        self.follows = self.known_users = self._store
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            if exc_type is None:
+                self.published.extend(self._pending)
+            else:
+                self._store.rows, self._store.known, self._store.next_id, self.claimed = self._snapshot
+        finally:
+            self._store.lock.release()
+
+    def publish(self, event: Event) -> None:
+        self._pending.append(event)
+
+    def claim_event(self, consumer: str, event_id: str) -> bool:
+        if (consumer, event_id) in self.claimed:
+            return False
+        self.claimed.add((consumer, event_id))
+        return True
