@@ -8,8 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from delinkcious.local.servers import (
+    NatsServer,
+    PostgresServer,
+    ensure_service_database,
+)
 
-from delinkcious.local.servers import NatsServer, PostgresServer, ensure_service_database
 from tests.support.services import ServiceEnvironment
 
 

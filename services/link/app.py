@@ -8,7 +8,13 @@ from pydantic import Field
 from ..kit.config import BaseServiceSettings, NatsSettings, PostgresSettings
 from ..kit.consumer import Subscription
 from ..kit.errors import InvalidInput
-from ..kit.events import LINK_CHECKED, LINK_CHECKS_STREAM, LINKS_STREAM, Event, parse_timestamp
+from ..kit.events import (
+    LINK_CHECKED,
+    LINK_CHECKS_STREAM,
+    LINKS_STREAM,
+    Event,
+    parse_timestamp,
+)
 from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from ..kit.validation import validate_username
 from .domain import CHECK_STATUSES, CheckResult, validate_url

@@ -1,7 +1,6 @@
 """The link domain: what a saved link is and the rules it obeys. Plain Python, no I/O."""
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime

@@ -2,11 +2,7 @@
 tests/link/test_service_contract.py holds both to the same behaviour."""
 from __future__ import annotations
 
-import copy
 import re
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -14,10 +10,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from ..kit.db import claim_event
 from ..kit.errors import InvalidInput
-from ..kit.events import Event
-from ..kit.outbox import record_event
+from ..kit.unit_of_work import InMemoryStore
+from ..kit.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
+from ..kit.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
 from .domain import CheckResult, Link, LinkFilter
 from .service import LinkRepository, UnitOfWork
 
@@ -124,36 +120,18 @@ class PostgresLinkRepository(LinkRepository):
         return self._cursor.rowcount > 0
 
 
-class PostgresUnitOfWork(UnitOfWork):
-    """One database transaction; `begin` is ServiceRuntime.transaction (or Database.transaction)."""
-
-    def __init__(self, begin: Callable[[], AbstractContextManager[psycopg2.extensions.cursor]]) -> None:
-        self._begin = begin
-        self._transaction: Any = None
-
-    def __enter__(self) -> PostgresUnitOfWork:
-        self._transaction = self._begin()
-        self._cursor = self._transaction.__enter__()
-        self.links = PostgresLinkRepository(self._cursor)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._transaction.__exit__(*exc_info)
-
-    def publish(self, event: Event) -> None:
-        record_event(self._cursor, event)
-
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        return claim_event(self._cursor, consumer, event_id)
+class PostgresUnitOfWork(KitPostgresUnitOfWork, UnitOfWork):
+    def attach(self, cursor: psycopg2.extensions.cursor) -> None:
+        self.links = PostgresLinkRepository(cursor)
 
 
-class InMemoryLinkRepository(LinkRepository):
+class InMemoryLinkRepository(InMemoryStore, LinkRepository):
     """Behaves like the PostgreSQL repository, except that patterns are Python regular expressions."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.rows: dict[int, Link] = {}
         self.next_id = 1
-        self.lock = threading.RLock()
 
     def lock_user(self, username: str) -> None:
         pass  # the unit of work holds the store's lock for its whole duration
@@ -207,35 +185,6 @@ class InMemoryLinkRepository(LinkRepository):
         return True
 
 
-class InMemoryUnitOfWork(UnitOfWork):
-    """A unit of work over an in-memory store: changes apply on commit, vanish on rollback."""
-
-    def __init__(self, store: InMemoryLinkRepository) -> None:
-        self._store = store
-        self.published: list[Event] = []
-        self.claimed: set[tuple[str, str]] = set()
-
-    def __enter__(self) -> InMemoryUnitOfWork:
-        self._store.lock.acquire()
-        self._snapshot = (copy.copy(self._store.rows), self._store.next_id, set(self.claimed))
-        self._pending: list[Event] = []
-        self.links = self._store
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        try:
-            if exc_type is None:
-                self.published.extend(self._pending)
-            else:
-                self._store.rows, self._store.next_id, self.claimed = self._snapshot
-        finally:
-            self._store.lock.release()
-
-    def publish(self, event: Event) -> None:
-        self._pending.append(event)
-
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        if (consumer, event_id) in self.claimed:
-            return False
-        self.claimed.add((consumer, event_id))
-        return True
+class InMemoryUnitOfWork(KitInMemoryUnitOfWork, UnitOfWork):
+    def attach(self, store: InMemoryLinkRepository) -> None:
+        self.links = store

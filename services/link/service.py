@@ -5,11 +5,18 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
-from ..kit.errors import InvalidInput, NotFound
+from ..kit.errors import NotFound
+from ..kit.events import (
+    LINK_ADDED,
+    LINK_DELETED,
+    LINK_UPDATED,
+    Event,
+    format_timestamp,
+    utc_now,
+)
 from ..kit.pages import decode_page_token, encode_page_token
-from ..kit.events import LINK_ADDED, LINK_DELETED, LINK_UPDATED, Event, format_timestamp, utc_now
+from ..kit.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     CheckResult,
     DuplicateLink,
@@ -64,23 +71,9 @@ class LinkRepository(abc.ABC):
         """Record a check result unless a newer one is already recorded; False if nothing changed."""
 
 
-class UnitOfWork(abc.ABC):
+class UnitOfWork(KitUnitOfWork):
     links: LinkRepository
 
-    @abc.abstractmethod
-    def __enter__(self) -> UnitOfWork: ...
-
-    @abc.abstractmethod
-    def __exit__(self, *exc_info: Any) -> None:
-        """Commit when the block succeeded, roll back otherwise."""
-
-    @abc.abstractmethod
-    def publish(self, event: Event) -> None:
-        """Publish `event` if, and only if, this unit of work commits."""
-
-    @abc.abstractmethod
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        """False if `consumer` already handled `event_id` (commits with the unit of work)."""
 
 
 # --- use cases --------------------------------------------------------------------------------

@@ -2,19 +2,15 @@
 tests/social_graph/test_service_contract.py holds both to the same behaviour."""
 from __future__ import annotations
 
-import copy
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
 
-from ..kit.db import claim_event
-from ..kit.events import Event
-from ..kit.outbox import record_event
+from ..kit.unit_of_work import InMemoryStore
+from ..kit.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
+from ..kit.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
 from .domain import Direction, Follow
 from .service import FollowRepository, KnownUsers, UnitOfWork
 
@@ -84,37 +80,19 @@ class PostgresFollowRepository(FollowRepository, KnownUsers):
         )
 
 
-class PostgresUnitOfWork(UnitOfWork):
-    """One database transaction; `begin` is ServiceRuntime.transaction (or Database.transaction)."""
-
-    def __init__(self, begin: Callable[[], AbstractContextManager[psycopg2.extensions.cursor]]) -> None:
-        self._begin = begin
-        self._transaction: Any = None
-
-    def __enter__(self) -> PostgresUnitOfWork:
-        self._transaction = self._begin()
-        self._cursor = self._transaction.__enter__()
-        self.follows = self.known_users = PostgresFollowRepository(self._cursor)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._transaction.__exit__(*exc_info)
-
-    def publish(self, event: Event) -> None:
-        record_event(self._cursor, event)
-
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        return claim_event(self._cursor, consumer, event_id)
+class PostgresUnitOfWork(KitPostgresUnitOfWork, UnitOfWork):
+    def attach(self, cursor: psycopg2.extensions.cursor) -> None:
+        self.follows = self.known_users = PostgresFollowRepository(cursor)
 
 
-class InMemoryFollowRepository(FollowRepository, KnownUsers):
+class InMemoryFollowRepository(InMemoryStore, FollowRepository, KnownUsers):
     """Behaves like the PostgreSQL repository; the unit of work holds its lock throughout."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.rows: dict[int, Follow] = {}
         self.known: dict[str, datetime] = {}
         self.next_id = 1
-        self.lock = threading.RLock()
 
     def add(self, follow: Follow) -> Follow | None:
         if self.get(follow.follower, follow.followed) is not None:
@@ -147,36 +125,6 @@ class InMemoryFollowRepository(FollowRepository, KnownUsers):
         self.known.setdefault(username, known_since)
 
 
-class InMemoryUnitOfWork(UnitOfWork):
-    """A unit of work over an in-memory store: changes apply on commit, vanish on rollback."""
-
-    def __init__(self, store: InMemoryFollowRepository) -> None:
-        self._store = store
-        self.published: list[Event] = []
-        self.claimed: set[tuple[str, str]] = set()
-
-    def __enter__(self) -> InMemoryUnitOfWork:
-        self._store.lock.acquire()
-        self._snapshot = (copy.copy(self._store.rows), copy.copy(self._store.known), self._store.next_id,
-                          set(self.claimed))
-        self._pending: list[Event] = []
-        self.follows = self.known_users = self._store
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        try:
-            if exc_type is None:
-                self.published.extend(self._pending)
-            else:
-                self._store.rows, self._store.known, self._store.next_id, self.claimed = self._snapshot
-        finally:
-            self._store.lock.release()
-
-    def publish(self, event: Event) -> None:
-        self._pending.append(event)
-
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        if (consumer, event_id) in self.claimed:
-            return False
-        self.claimed.add((consumer, event_id))
-        return True
+class InMemoryUnitOfWork(KitInMemoryUnitOfWork, UnitOfWork):
+    def attach(self, store: InMemoryFollowRepository) -> None:
+        self.follows = self.known_users = store

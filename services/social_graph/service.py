@@ -5,11 +5,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from ..kit.errors import NotFound, Unavailable
 from ..kit.events import FOLLOWED, UNFOLLOWED, Event, utc_now
 from ..kit.pages import decode_page_token, encode_page_token
+from ..kit.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import Direction, Follow, check_can_follow
 
 # The durable JetStream consumer of user-created events and its idempotency claims share this name.
@@ -59,24 +59,10 @@ class UserDirectory(abc.ABC):
         """Raises kit.errors.Unavailable when the user service cannot answer."""
 
 
-class UnitOfWork(abc.ABC):
+class UnitOfWork(KitUnitOfWork):
     follows: FollowRepository
     known_users: KnownUsers
 
-    @abc.abstractmethod
-    def __enter__(self) -> UnitOfWork: ...
-
-    @abc.abstractmethod
-    def __exit__(self, *exc_info: Any) -> None:
-        """Commit when the block succeeded, roll back otherwise."""
-
-    @abc.abstractmethod
-    def publish(self, event: Event) -> None:
-        """Publish `event` if, and only if, this unit of work commits."""
-
-    @abc.abstractmethod
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        """False if `consumer` already handled `event_id` (commits with the unit of work)."""
 
 
 # --- use cases --------------------------------------------------------------------------------

@@ -2,10 +2,6 @@
 tests/user/test_service_contract.py holds both to the same behaviour."""
 from __future__ import annotations
 
-import copy
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -13,8 +9,9 @@ from typing import Any
 import psycopg2.errors
 import psycopg2.extensions
 
-from ..kit.events import Event
-from ..kit.outbox import record_event
+from ..kit.unit_of_work import InMemoryStore
+from ..kit.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
+from ..kit.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
 from .domain import AccessToken, User
 from .service import UnitOfWork, UserRepository
 
@@ -104,23 +101,9 @@ class PostgresUserRepository(UserRepository):
         return self._cursor.rowcount > 0
 
 
-class PostgresUnitOfWork(UnitOfWork):
-    """One database transaction; `begin` is ServiceRuntime.transaction (or Database.transaction)."""
-
-    def __init__(self, begin: Callable[[], AbstractContextManager[psycopg2.extensions.cursor]]) -> None:
-        self._begin = begin
-
-    def __enter__(self) -> PostgresUnitOfWork:
-        self._transaction = self._begin()
-        self._cursor = self._transaction.__enter__()
-        self.users = PostgresUserRepository(self._cursor)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._transaction.__exit__(*exc_info)
-
-    def publish(self, event: Event) -> None:
-        record_event(self._cursor, event)
+class PostgresUnitOfWork(KitPostgresUnitOfWork, UnitOfWork):
+    def attach(self, cursor: psycopg2.extensions.cursor) -> None:
+        self.users = PostgresUserRepository(cursor)
 
 
 @dataclass
@@ -131,19 +114,13 @@ class _StoredToken:
     revoked_at: datetime | None = None
 
 
-class InMemoryUserRepository(UserRepository):
+class InMemoryUserRepository(InMemoryStore, UserRepository):
     def __init__(self) -> None:
+        super().__init__()
         self.users: dict[int, User] = {}
         self.identities: dict[tuple[str, str], int] = {}
         self.tokens: list[_StoredToken] = []
         self.next_id = 1
-        self.lock = threading.RLock()
-
-    def snapshot(self) -> Any:
-        return copy.deepcopy((self.users, self.identities, self.tokens, self.next_id))
-
-    def restore(self, snapshot: Any) -> None:
-        self.users, self.identities, self.tokens, self.next_id = snapshot
 
     def lock_identity(self, provider: str, subject: str) -> None:
         pass  # the unit of work holds the store's lock for its whole duration
@@ -191,28 +168,6 @@ class InMemoryUserRepository(UserRepository):
         return bool(matches)
 
 
-class InMemoryUnitOfWork(UnitOfWork):
-    """A unit of work over an in-memory store: changes apply on commit, vanish on rollback."""
-
-    def __init__(self, store: InMemoryUserRepository) -> None:
-        self._store = store
-        self.published: list[Event] = []
-
-    def __enter__(self) -> InMemoryUnitOfWork:
-        self._store.lock.acquire()
-        self._snapshot = self._store.snapshot()
-        self._pending: list[Event] = []
-        self.users = self._store
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        try:
-            if exc_type is None:
-                self.published.extend(self._pending)
-            else:
-                self._store.restore(self._snapshot)
-        finally:
-            self._store.lock.release()
-
-    def publish(self, event: Event) -> None:
-        self._pending.append(event)
+class InMemoryUnitOfWork(KitInMemoryUnitOfWork, UnitOfWork):
+    def attach(self, store: InMemoryUserRepository) -> None:
+        self.users = store

@@ -5,10 +5,10 @@ import abc
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from ..kit.errors import InvalidInput, NotFound
 from ..kit.events import USER_CREATED, Event, utc_now
+from ..kit.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     AccessToken,
     InvalidToken,
@@ -61,17 +61,9 @@ class UserRepository(abc.ABC):
         """Revoke by secret (logout) or by the owner's token id; False if nothing active matched."""
 
 
-class UnitOfWork(abc.ABC):
+class UnitOfWork(KitUnitOfWork):
     users: UserRepository
 
-    @abc.abstractmethod
-    def __enter__(self) -> UnitOfWork: ...
-
-    @abc.abstractmethod
-    def __exit__(self, *exc_info: Any) -> None: ...
-
-    @abc.abstractmethod
-    def publish(self, event: Event) -> None: ...
 
 
 # --- use cases --------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from delinkcious.kit.errors import Unavailable
 from delinkcious.kit.http_client import ServiceClient
 from delinkcious.kit.logs import bound_contextvars

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from delinkcious.kit.db import Database, build_dsn
 from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM, Event
 from delinkcious.kit.nats import NatsConnection
 from delinkcious.kit.outbox import OutboxRelay, record_event
 from delinkcious.link.app import DEFINITION
+
 from tests.support.jetstream import read_events, wait_for_events, wait_until
 from tests.support.services import unique_username
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from delinkcious.kit.errors import InvalidInput
 from delinkcious.kit.pages import decode_page_token, encode_page_token, validate_limit
 

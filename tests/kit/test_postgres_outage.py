@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from delinkcious.link.app import DEFINITION
+
 from tests.support.jetstream import wait_until
 from tests.support.services import unique_username
 

@@ -6,11 +6,10 @@ import threading
 import uuid
 
 import psycopg2
-from flask import Blueprint
-
 from delinkcious.kit.db import apply_migrations, build_dsn
 from delinkcious.kit.runtime import ServiceParts
 from delinkcious.link.app import DEFINITION
+from flask import Blueprint
 
 
 def test_unexpected_errors_are_500_without_internals(service_environment):

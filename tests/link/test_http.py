@@ -2,15 +2,15 @@
 outbox relay, consumers), driven through Flask's test client."""
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from typing import Any
 
 import pytest
-
 from delinkcious.kit.events import LINK_CHECKED, LINKS_STREAM, format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION
+
+from tests.support.assertions import assert_error
 from tests.support.jetstream import publish_event, wait_for_events, wait_until
 from tests.support.services import unique_username
 
@@ -43,13 +43,6 @@ def api(link_app, service_environment):
     return Api()
 
 
-def assert_error(response, status: int, code: str, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["code"] == code and isinstance(body["message"], str) and body["message"]
-    if field:
-        assert body["field"] == field and body["message"].startswith(field)
-    return body
 
 
 def test_add_list_update_delete_round_trip(api, service_environment):

@@ -8,13 +8,12 @@ import time
 
 import pytest
 import requests
-
 from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM
+from delinkcious.link.app import DEFINITION
+
 from tests.support.jetstream import wait_for_events
 from tests.support.process import ServedService, run_in_threads
 from tests.support.services import unique_username
-
-from delinkcious.link.app import DEFINITION
 
 
 @pytest.fixture

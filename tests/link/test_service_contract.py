@@ -10,11 +10,17 @@ from typing import Any, Callable
 
 import psycopg2.errors
 import pytest
-
 from delinkcious.kit.db import Database, build_dsn
 from delinkcious.kit.errors import InvalidInput, NotFound, Unavailable
 from delinkcious.link.app import DEFINITION
-from delinkcious.link.domain import CheckResult, DuplicateLink, LinkChanges, LinkFilter, NewLink, QuotaExceeded
+from delinkcious.link.domain import (
+    CheckResult,
+    DuplicateLink,
+    LinkChanges,
+    LinkFilter,
+    NewLink,
+    QuotaExceeded,
+)
 from delinkcious.link.repository import (
     InMemoryLinkRepository,
     InMemoryUnitOfWork,
@@ -22,6 +28,7 @@ from delinkcious.link.repository import (
     PostgresUnitOfWork,
 )
 from delinkcious.link.service import LinkService
+
 from tests.support.services import unique_username
 
 
@@ -34,10 +41,8 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def postgres_database(service_environment) -> Iterator[Database]:
-    access = service_environment.database(DEFINITION)
-    database = Database(build_dsn(access.dsn, access.read_password()), pool_size=8)
-    yield database
-    database.close()
+    with service_environment.pool(DEFINITION, pool_size=8) as database:
+        yield database
 
 
 @pytest.fixture(params=["memory", "postgres"])

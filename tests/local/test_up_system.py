@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import requests
-
 from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM
 from delinkcious.local.servers import free_port
+
 from tests.local.test_runtime import UpProcess, inherited_environment
 from tests.support.jetstream import read_events
 

@@ -9,12 +9,25 @@ import uuid
 from typing import Any
 
 import pytest
-
-from delinkcious.kit.events import FOLLOWED, SOCIAL_STREAM, UNFOLLOWED, USER_CREATED, format_timestamp, utc_now
+from delinkcious.kit.events import (
+    FOLLOWED,
+    SOCIAL_STREAM,
+    UNFOLLOWED,
+    USER_CREATED,
+    format_timestamp,
+    utc_now,
+)
 from delinkcious.local.servers import free_port
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.service import KNOWN_USERS_CONSUMER
-from tests.support.jetstream import publish_event, read_events, wait_for_events, wait_until
+
+from tests.support.assertions import assert_error
+from tests.support.jetstream import (
+    publish_event,
+    read_events,
+    wait_for_events,
+    wait_until,
+)
 from tests.support.services import unique_username
 
 CALLER_TOKEN = "social-graph-test-caller-token"
@@ -81,13 +94,6 @@ def api(graph_app, service_environment, user_service) -> Api:
     return Api(runtime, app, service_environment.caller_headers(), user_service)
 
 
-def assert_error(response, status: int, code: str, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["code"] == code and isinstance(body["message"], str) and body["message"]
-    if field:
-        assert body["field"] == field and body["message"].startswith(field)
-    return body
 
 
 def published(nats_url: str, follower: str, count: int) -> list[dict[str, Any]]:

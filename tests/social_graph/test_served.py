@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from delinkcious.kit.config import ConfigurationError, load_settings
 from delinkcious.kit.events import FOLLOWED, SOCIAL_STREAM
 from delinkcious.social_graph.app import DEFINITION, SocialGraphSettings
+
 from tests.support.jetstream import wait_for_events
 from tests.support.process import ServedService
 from tests.support.services import unique_username

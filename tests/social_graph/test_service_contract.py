@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
-
-from delinkcious.kit.db import Database, build_dsn
+from delinkcious.kit.db import Database
 from delinkcious.kit.errors import InvalidInput, NotFound, Unavailable
 from delinkcious.kit.events import FOLLOWED, UNFOLLOWED, utc_now
 from delinkcious.social_graph.app import DEFINITION
@@ -20,7 +19,12 @@ from delinkcious.social_graph.repository import (
     InMemoryUnitOfWork,
     PostgresUnitOfWork,
 )
-from delinkcious.social_graph.service import SocialGraphService, UserDirectory, follow_event
+from delinkcious.social_graph.service import (
+    SocialGraphService,
+    UserDirectory,
+    follow_event,
+)
+
 from tests.support.services import unique_username
 
 
@@ -51,10 +55,8 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def postgres_database(service_environment) -> Iterator[Database]:
-    access = service_environment.database(DEFINITION)
-    database = Database(build_dsn(access.dsn, access.read_password()), pool_size=8)
-    yield database
-    database.close()
+    with service_environment.pool(DEFINITION, pool_size=8) as database:
+        yield database
 
 
 @pytest.fixture(params=["memory", "postgres"])

@@ -7,11 +7,11 @@ import re
 import secrets
 
 import pytest
-
 from delinkcious.kit.http_client import ServiceClient
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.user_directory import UserServiceDirectory
 from delinkcious.user.app import DEFINITION as USER_DEFINITION
+
 from tests.support.jetstream import wait_until
 from tests.support.process import ServedService
 from tests.support.services import unique_username

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from delinkcious.local.servers import free_port
 
 

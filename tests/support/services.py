@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
-
 from delinkcious.kit.callers import CALLER_TOKEN_HEADER
 from delinkcious.kit.config import load_settings
-from delinkcious.kit.db import apply_migrations
+from delinkcious.kit.db import Database, apply_migrations, build_dsn
 from delinkcious.kit.runtime import ServiceDefinition, ServiceRuntime
 from delinkcious.kit.web import create_app
+from flask import Flask
 
 
 def unique_username(prefix: str = "u") -> str:
@@ -39,6 +38,16 @@ class ServiceEnvironment:
             apply_migrations(access.dsn, definition.migration_dirs(), password=access.read_password())
             self._migrated[name] = access
         return self._migrated[name]
+
+    @contextmanager
+    def pool(self, definition: ServiceDefinition, **options: Any) -> Iterator[Database]:
+        """A connection pool on the service's migrated database, as the service itself would have."""
+        access = self.database(definition)
+        database = Database(build_dsn(access.dsn, access.read_password()), **options)
+        try:
+            yield database
+        finally:
+            database.close()
 
     def settings(self, definition: ServiceDefinition, **overrides: Any) -> Any:
         access = self.database(definition)

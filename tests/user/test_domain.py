@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from delinkcious.kit.errors import InvalidInput
 from delinkcious.kit.validation import validate_username
 from delinkcious.user.domain import (

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
-
 from delinkcious.kit.events import USER_CREATED, USERS_STREAM
 from delinkcious.user.app import DEFINITION
+
+from tests.support.assertions import assert_error
 from tests.support.jetstream import wait_for_events
 from tests.support.services import unique_username
 
@@ -32,12 +33,6 @@ def login(client, login_name: str, subject: str | None = None, **extra):
                                               "login": login_name, **extra})
 
 
-def assert_error(response, status: int, code: str, field: str | None = None):
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["code"] == code and body["message"]
-    if field:
-        assert body["field"] == field
 
 
 def test_login_lookup_and_event(client, service_environment):

@@ -7,13 +7,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
-from delinkcious.kit.db import Database, build_dsn
+from delinkcious.kit.db import Database
 from delinkcious.kit.errors import InvalidInput, NotFound
 from delinkcious.user.app import DEFINITION
 from delinkcious.user.domain import InvalidToken, LoginIdentity
-from delinkcious.user.repository import InMemoryUnitOfWork, InMemoryUserRepository, PostgresUnitOfWork
+from delinkcious.user.repository import (
+    InMemoryUnitOfWork,
+    InMemoryUserRepository,
+    PostgresUnitOfWork,
+)
 from delinkcious.user.service import UserService
+
 from tests.support.services import unique_username
 
 
@@ -27,10 +31,8 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def postgres_database(service_environment) -> Iterator[Database]:
-    access = service_environment.database(DEFINITION)
-    database = Database(build_dsn(access.dsn, access.read_password()), pool_size=8)
-    yield database
-    database.close()
+    with service_environment.pool(DEFINITION, pool_size=8) as database:
+        yield database
 
 
 @pytest.fixture
