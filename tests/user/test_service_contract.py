@@ -174,3 +174,13 @@ def test_token_lifetime_is_bounded(service, ttl):
     with pytest.raises(InvalidInput) as raised:
         service.issue_token(login, ttl_seconds=ttl)
     assert raised.value.field == "ttl_seconds"
+
+
+def test_token_verification_is_one_index_lookup(postgres_database):
+    with postgres_database.transaction() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny test tables would make any plan a seq scan
+        cursor.execute(
+            "EXPLAIN SELECT u.username FROM access_tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()", (b"\x00" * 32,))
+        plan = "\n".join(row["QUERY PLAN"] for row in cursor.fetchall())
+    assert "access_tokens_token_hash_key" in plan and "Seq Scan" not in plan
