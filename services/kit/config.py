@@ -143,6 +143,28 @@ class NatsSettings(BaseSettings):
         return value
 
 
+class RedisSettings(BaseSettings):
+    """Mixin for services that keep state in Redis."""
+
+    redis_url: str
+    redis_password: SecretStr | None = None
+    redis_timeout: float = Field(2.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
+
+class GrpcSettings(BaseSettings):
+    """Mixin for services that serve gRPC (PORT then serves only /healthz and /metrics)."""
+
+    grpc_port: int = Field(9090, ge=1, le=65535)
+    grpc_workers: int = Field(16, ge=1, le=256)
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
 
 

@@ -37,6 +37,19 @@ HTTP_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# RED metrics for every gRPC method.
+GRPC_REQUESTS = Counter(
+    "delinkcious_grpc_requests_total",
+    "gRPC calls handled, by full method name and status code.",
+    ["service", "method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "delinkcious_grpc_request_duration_seconds",
+    "Time from call received to response produced.",
+    ["service", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 # Events.
 EVENTS_PUBLISHED = Counter(
     "delinkcious_events_published_total",

@@ -19,7 +19,8 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from .events import StreamSpec
+from . import metrics
+from .events import Event, StreamSpec
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -170,6 +171,16 @@ class NatsConnection:
                 await self.jetstream.update_stream(config)
             else:
                 raise
+
+    def publish(self, event: Event, *, msg_id: str | None = None, timeout: float = 5.0) -> None:
+        """Publish one event now and wait for JetStream's ack (for services without an outbox, whose
+        events are derived from a consumed message: they ack that message only after this returns).
+        The message id defaults to the event id, so a republished event is dropped by the server."""
+        headers = {"Nats-Msg-Id": msg_id or event.event_id}
+        if event.request_id:
+            headers["X-Request-Id"] = event.request_id
+        self.run(self.publish_batch([(event.subject, event.encode(), headers)], timeout=timeout), timeout=timeout + 1)
+        metrics.EVENTS_PUBLISHED.labels(self._client_name, event.subject).inc()
 
     async def publish_batch(self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float = 5.0) -> None:
         """Publish in order and wait for every JetStream ack; raises if any is not acknowledged."""

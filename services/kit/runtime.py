@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg2.extensions
 
 from .callers import CallerAuthenticator
-from .config import BaseServiceSettings, NatsSettings, PostgresSettings
+from .config import BaseServiceSettings, NatsSettings, PostgresSettings, RedisSettings
 from .consumer import ConsumerGroup, Subscription
 from .db import KIT_MIGRATIONS, Database
 from .events import StreamSpec
@@ -36,6 +36,9 @@ class ServiceDefinition:
     build: Callable[[ServiceRuntime], ServiceParts]
     migrations: Sequence[Path] = ()
     publishes: Sequence[StreamSpec] = ()
+    # "http": Flask behind gunicorn. "worker": one process running consumers (and gRPC, if the
+    # parts register any), with /healthz and /metrics on a small HTTP side port.
+    mode: Literal["http", "worker"] = "http"
 
     def migration_dirs(self) -> list[Path]:
         return [KIT_MIGRATIONS, *self.migrations]
@@ -45,6 +48,8 @@ class ServiceDefinition:
 class ServiceParts:
     blueprints: list[Any] = field(default_factory=list)  # flask.Blueprint; kept untyped to keep Flask out
     subscriptions: list[Subscription] = field(default_factory=list)
+    # Each adds its servicer to the grpc.Server and returns the full service name it registered.
+    grpc_services: list[Callable[[Any], str]] = field(default_factory=list)
 
 
 class ServiceRuntime:
@@ -54,6 +59,7 @@ class ServiceRuntime:
         self.name = definition.name
         self.health = Health(definition.name)
         self.db: Database | None = None
+        self.redis: Any = None  # redis.Redis when the service has RedisSettings
         self.nats: NatsConnection | None = None
         self.outbox: OutboxRelay | None = None
         self.consumers: ConsumerGroup | None = None
@@ -72,6 +78,16 @@ class ServiceRuntime:
                 application_name=definition.name,
             )
             self.health.add_readiness_check(Check("postgres", self.db.ping))
+        if isinstance(settings, RedisSettings):
+            import redis
+
+            password = settings.redis_password.get_secret_value() if settings.redis_password else None
+            self.redis = redis.Redis.from_url(
+                settings.redis_url, password=password, socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout, health_check_interval=30,
+                decode_responses=True, client_name=definition.name,
+            )
+            self.health.add_readiness_check(Check("redis", self._ping_redis))
         if isinstance(settings, NatsSettings):
             self.nats = NatsConnection(settings.nats_url, client_name=definition.name, streams=definition.publishes)
             # The outbox keeps writes durable while the broker is away, so a broker outage degrades the
@@ -90,6 +106,10 @@ class ServiceRuntime:
             )
             self.health.add_readiness_check(Check("outbox", self.outbox.stats, critical=False))
             self.health.add_liveness_check(Check("outbox_relay", self._thread_check(self.outbox.is_alive)))
+
+    def _ping_redis(self) -> dict[str, Any]:
+        self.redis.ping()
+        return {"redis": self.redis.connection_pool.connection_kwargs.get("host")}
 
     @staticmethod
     def _caller_authenticator(settings: BaseServiceSettings) -> CallerAuthenticator:
@@ -160,5 +180,7 @@ class ServiceRuntime:
                 log.warning("stop_callback_failed", error=str(exc) or type(exc).__name__)
         if self.db is not None:
             self.db.close()
+        if self.redis is not None:
+            self.redis.close()
         self.health.close()
         log.info("service_stopped")

@@ -121,6 +121,10 @@ def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
             except Unavailable as error:
                 log.error("startup_failed", error=error.message, startup_timeout_s=settings.startup_timeout)
                 return 1
+        if definition.mode == "worker":
+            from .worker import run_worker
+
+            return run_worker(definition, settings)
         log.info("service_starting", address=f"{settings.host}:{settings.port}",
                  workers=settings.web_workers, threads=settings.web_threads)
         ServiceApplication(definition, settings).run()

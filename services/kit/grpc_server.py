@@ -1,0 +1,101 @@
+"""gRPC serving shared by every gRPC service: a bounded thread pool, grpc.health.v1.Health kept in
+step with readiness, server reflection, and per-RPC request ids, access logs and RED metrics."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import metrics
+from .logs import bound_contextvars, get_logger
+from .requestctx import accept_or_create_request_id
+
+log = get_logger("delinkcious.access")
+
+
+class _Observability(grpc.ServerInterceptor):
+    """Request id from the `x-request-id` metadata (or a new one), one access log line and RED
+    metrics per call. Only unary-unary methods exist in our contracts."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method
+        metadata = dict(details.invocation_metadata or ())
+        inner = handler.unary_unary
+
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            request_id = accept_or_create_request_id(metadata.get("x-request-id"))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            with bound_contextvars(request_id=request_id):
+                context.set_trailing_metadata((("x-request-id", request_id),))
+                try:
+                    response = inner(request, context)
+                    code = context.code() or grpc.StatusCode.OK
+                    return response
+                except Exception:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    if code == grpc.StatusCode.UNKNOWN:
+                        log.exception("unhandled_exception", method=method)
+                    raise
+                finally:
+                    duration = time.perf_counter() - started
+                    metrics.GRPC_REQUESTS.labels(self._service, method, code.name).inc()
+                    metrics.GRPC_DURATION.labels(self._service, method).observe(duration)
+                    log.info("rpc", method=method, status=code.name, duration_ms=round(duration * 1000, 2))
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class GrpcServer:
+    def __init__(self, service: str, address: str, registrations: list[Callable[[grpc.Server], str]],
+                 is_ready: Callable[[], bool], *, workers: int) -> None:
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+            interceptors=[_Observability(service)],
+            maximum_concurrent_rpcs=workers * 4,  # beyond this, callers get RESOURCE_EXHAUSTED at once
+        )
+        self.service_names = [register(self._server) for register in registrations]
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
+        self.port = self._server.add_insecure_port(address)
+        self._is_ready = is_ready
+        self._stopping = threading.Event()
+        self._health_sync = threading.Thread(target=self._sync_health, name="grpc-health", daemon=True)
+
+    def start(self) -> None:
+        self._server.start()
+        self._health_sync.start()
+
+    def _sync_health(self) -> None:
+        # grpc.health.v1 reports what /healthz/readiness reports, refreshed every couple of seconds.
+        while not self._stopping.is_set():
+            self._set_status(health_pb2.HealthCheckResponse.SERVING if self._is_ready()
+                             else health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._stopping.wait(2.0)
+
+    def _set_status(self, status: int) -> None:
+        for name in ("", *self.service_names):
+            self._health.set(name, status)
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish within `grace` seconds."""
+        self._stopping.set()
+        self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._server.stop(grace).wait()
