@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build helpers. `./build.sh test` runs the suite (as CI does); `./build.sh images [SERVICE...]`
+# Build helpers. `./build.sh test` runs the suite (as CI does); `./build.sh proto` regenerates the
+# gRPC code in services/api from proto/; `./build.sh images [SERVICE...]`
 # builds one image per service with docker, or with buildah where no Docker engine runs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,6 +19,7 @@ build_image() {
 
 case "${1:-}" in
   test) exec bash .ci/run ;;
+  proto) exec "${PYTHON:-.venv/bin/python}" proto/generate.py ;;
   images) shift; for service in "${@:-$(services)}"; do build_image "$service"; done ;;
-  *) echo "usage: $0 test | images [SERVICE...]" >&2; exit 2 ;;
+  *) echo "usage: $0 test | proto | images [SERVICE...]" >&2; exit 2 ;;
 esac

@@ -53,6 +53,15 @@ SERVICES: tuple[ServiceSpec, ...] = (
         module="delinkcious.social_graph.app",
         calls=("user",),
     ),
+    ServiceSpec(
+        name="news",
+        default_port=8084,  # /healthz and /metrics; gRPC on GRPC_PORT (9084)
+        uses_postgres=False,
+        uses_redis=True,
+        uses_nats=True,
+        allowed_callers=("api-gateway",),
+        module="delinkcious.news.app",
+    ),
 )
 
 

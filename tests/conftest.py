@@ -8,11 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from delinkcious.local.servers import (
-    NatsServer,
-    PostgresServer,
-    ensure_service_database,
-)
+from delinkcious.local.servers import NatsServer, PostgresServer, RedisServer, ensure_service_database
 
 from tests.support.services import ServiceEnvironment
 
@@ -45,6 +41,20 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 def _private_server(server_class, data_dir: Path):
     server = server_class(data_dir)
     server.start()
@@ -58,6 +68,12 @@ def _private_server(server_class, data_dir: Path):
 def private_nats(tmp_path: Path):
     """A NATS server of the test's own, which it may stop and start."""
     yield from _private_server(NatsServer, tmp_path / "nats")
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path):
+    """A Redis server of the test's own, which it may stop and start."""
+    yield from _private_server(RedisServer, tmp_path / "redis")
 
 
 @pytest.fixture
@@ -82,11 +98,12 @@ def callers_dir(secrets_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_environment(postgres_admin_dsn: str, nats_url: str, secrets_dir: Path,
+def service_environment(postgres_admin_dsn: str, nats_url: str, redis_url: str, secrets_dir: Path,
                         callers_dir: Path) -> ServiceEnvironment:
     return ServiceEnvironment(
         postgres_admin_dsn=postgres_admin_dsn,
         nats_url=nats_url,
+        redis_url=redis_url,
         secrets_dir=secrets_dir,
         callers_dir=callers_dir,
         ensure_database=ensure_service_database,

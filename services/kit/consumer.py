@@ -3,8 +3,11 @@
 A handler is a plain function taking an Event. It runs in a worker thread (it may block on the
 database); the message is acked only after it returns, so a crash means redelivery, never loss.
 Handlers make themselves idempotent with `claim_event` in their own transaction. At most
-`max_in_flight` messages are outstanding per subscription. A message that can never be processed
-(malformed, or rejected as invalid) is terminated instead of redelivered forever.
+`max_in_flight` messages are outstanding per subscription; a free handler slot is refilled at once,
+so one slow message does not hold up the others. While a handler runs longer than a third of the
+subscription's ack wait, the message is marked in progress, so it is not redelivered meanwhile. A
+message that can never be processed (malformed, or rejected as invalid) is terminated instead of
+redelivered forever. Each subscription's backlog is reported as a gauge, refreshed periodically.
 """
 from __future__ import annotations
 
@@ -49,11 +52,12 @@ class ConsumerGroup:
     """Runs every subscription of one process on the NATS connection's event loop."""
 
     def __init__(self, service: str, connection: NatsConnection, subscriptions: list[Subscription],
-                 *, max_in_flight: int = 16) -> None:
+                 *, max_in_flight: int = 16, pending_report_interval: float = 5.0) -> None:
         self._service = service
         self._nats = connection
         self._subscriptions = subscriptions
         self._max_in_flight = max_in_flight
+        self._pending_report_interval = pending_report_interval
         self._stopping = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="consumer")
         self._tasks: list[Future[None]] = []
@@ -116,18 +120,57 @@ class ConsumerGroup:
             config=config,
         )
         log.info("consumer_started", durable=subscription.durable, subjects=list(subscription.subjects))
+        in_flight: set[asyncio.Task[None]] = set()
+        reporter = asyncio.ensure_future(self._report_pending(subscription))
         try:
             while not self._stopping.is_set():
+                free = self._max_in_flight - len(in_flight)
+                if free <= 0:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 try:
-                    messages = await pull.fetch(self._max_in_flight, timeout=1.0)
+                    messages = await pull.fetch(free, timeout=1.0)
                 except (NatsTimeoutError, asyncio.TimeoutError):
                     continue
-                await asyncio.gather(*(self._handle(subscription, message) for message in messages))
+                for message in messages:
+                    task = asyncio.ensure_future(self._handle(subscription, message))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
         finally:
+            reporter.cancel()
+            # Stopping (or a broken subscription) still lets what was taken finish and be acked.
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
             try:
                 await pull.unsubscribe()
             except Exception:
                 pass
+
+    async def _report_pending(self, subscription: Subscription) -> None:
+        """Keep delinkcious_consumer_pending_messages current for this durable consumer."""
+        gauge = metrics.CONSUMER_PENDING.labels(self._service, subscription.durable)
+        while True:
+            try:
+                info = await self._nats.jetstream.consumer_info(subscription.stream.name, subscription.durable)
+                gauge.set((info.num_pending or 0) + (info.num_ack_pending or 0))
+            except Exception as exc:  # the broker is away: keep the last value, try again later
+                log.debug("consumer_info_failed", durable=subscription.durable, error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(self._pending_report_interval)
+
+    @staticmethod
+    async def _wait_marking_progress(message: Msg, handled: asyncio.Future[bool | None],
+                                     ack_wait_s: float) -> bool | None:
+        """Wait for the handler; tell JetStream the message is still being worked on every third of
+        its ack wait, so a slow handler keeps its message instead of seeing it redelivered."""
+        interval = max(0.5, ack_wait_s / 3)
+        while True:
+            done, _ = await asyncio.wait({handled}, timeout=interval)
+            if done:
+                return handled.result()
+            try:
+                await message.in_progress()
+            except Exception:
+                pass  # at worst the message is redelivered; the handler is idempotent
 
     async def _handle(self, subscription: Subscription, message: Msg) -> None:
         # Each message is handled in its own task, so the bound context is this message's alone.
@@ -154,7 +197,8 @@ class ConsumerGroup:
             return context.run(subscription.handler, event)
 
         try:
-            if await loop.run_in_executor(self._executor, run_handler) is False:
+            handled = loop.run_in_executor(self._executor, run_handler)
+            if await self._wait_marking_progress(message, handled, subscription.ack_wait_s) is False:
                 outcome = "duplicate"
             await message.ack()
         except _PERMANENT_ERRORS as exc:

@@ -33,6 +33,17 @@ class InvalidEvent(ValueError):
     """A message that can never be processed (malformed envelope or payload): it is not retried."""
 
 
+# Namespace of derived event ids (uuid5); any fixed UUID would do, it must never change.
+_DERIVED_EVENT_NAMESPACE = uuid.UUID("6f1c4a52-3f0e-4d7b-9a55-2f7c1f0e8d31")
+
+
+def derived_event_id(source_event_id: str, producer: str) -> str:
+    """The id of the event `producer` publishes in reaction to a consumed event: the same input
+    always gives the same id, so a redelivered input republishes an event that JetStream's
+    duplicate window drops and consumers' idempotency claims ignore."""
+    return str(uuid.uuid5(_DERIVED_EVENT_NAMESPACE, f"{producer}:{source_event_id}"))
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -13,18 +13,42 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import metrics
-from .logs import bound_contextvars, get_logger
+from .callers import CALLER_TOKEN_HEADER, CallerAuthenticator
+from .errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError, Unauthenticated, Unavailable
+from .logs import bind_contextvars, bound_contextvars, get_logger
 from .requestctx import accept_or_create_request_id
 
 log = get_logger("delinkcious.access")
 
 
-class _Observability(grpc.ServerInterceptor):
-    """Request id from the `x-request-id` metadata (or a new one), one access log line and RED
-    metrics per call. Only unary-unary methods exist in our contracts."""
+# Our errors as gRPC status codes; anything else is INTERNAL, without details.
+_STATUS_OF = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+}
+# Probes and tooling need no caller identity.
+_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-    def __init__(self, service: str) -> None:
+
+def status_of(error: ServiceError) -> grpc.StatusCode:
+    for error_class, code in _STATUS_OF.items():
+        if isinstance(error, error_class):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class _Observability(grpc.ServerInterceptor):
+    """Request id from the `x-request-id` metadata (or a new one), caller identity from
+    `delinkcious-caller-token`, errors as status codes, one access log line and RED metrics per call.
+    Only unary-unary methods exist in our contracts."""
+
+    def __init__(self, service: str, callers: CallerAuthenticator) -> None:
         self._service = service
+        self._callers = callers
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -41,14 +65,26 @@ class _Observability(grpc.ServerInterceptor):
             with bound_contextvars(request_id=request_id):
                 context.set_trailing_metadata((("x-request-id", request_id),))
                 try:
+                    if not method.startswith(_OPEN_METHODS):
+                        caller = self._callers.identify(metadata.get(CALLER_TOKEN_HEADER.lower()))
+                        if caller:
+                            bind_contextvars(caller=caller)
                     response = inner(request, context)
                     code = context.code() or grpc.StatusCode.OK
                     return response
-                except Exception:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    if code == grpc.StatusCode.UNKNOWN:
-                        log.exception("unhandled_exception", method=method)
-                    raise
+                except ServiceError as error:
+                    code = status_of(error)
+                    if isinstance(error, Unavailable):
+                        context.set_trailing_metadata((("x-request-id", request_id),
+                                                       ("retry-after", str(error.retry_after))))
+                    context.abort(code, error.message)
+                except Exception as error:
+                    if isinstance(error, grpc.RpcError) or context.code() not in (None, grpc.StatusCode.OK):
+                        code = context.code() or grpc.StatusCode.UNKNOWN  # the servicer aborted on purpose
+                        raise
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("unhandled_exception", method=method)
+                    context.abort(code, "internal error; quote the request id when reporting it")
                 finally:
                     duration = time.perf_counter() - started
                     metrics.GRPC_REQUESTS.labels(self._service, method, code.name).inc()
@@ -63,10 +99,10 @@ class _Observability(grpc.ServerInterceptor):
 
 class GrpcServer:
     def __init__(self, service: str, address: str, registrations: list[Callable[[grpc.Server], str]],
-                 is_ready: Callable[[], bool], *, workers: int) -> None:
+                 is_ready: Callable[[], bool], callers: CallerAuthenticator, *, workers: int) -> None:
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            interceptors=[_Observability(service)],
+            interceptors=[_Observability(service, callers)],
             maximum_concurrent_rpcs=workers * 4,  # beyond this, callers get RESOURCE_EXHAUSTED at once
         )
         self.service_names = [register(self._server) for register in registrations]

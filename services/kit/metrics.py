@@ -67,6 +67,18 @@ EVENT_HANDLING_DURATION = Histogram(
     ["service", "consumer"],
     buckets=_LATENCY_BUCKETS,
 )
+FEED_FANOUT_FOLLOWERS = Histogram(
+    "delinkcious_feed_fanout_followers",
+    "Feeds one link event was written to (fan-out on write).",
+    ["service"],
+    buckets=(0, 1, 10, 100, 1000, 10000, 100000),
+)
+FEED_FANOUT_DURATION = Histogram(
+    "delinkcious_feed_fanout_duration_seconds",
+    "Time to write one link event to every follower's feed.",
+    ["service"],
+    buckets=_LATENCY_BUCKETS,
+)
 OUTBOX_PENDING = Gauge(
     "delinkcious_outbox_pending_events",
     "Events committed to the outbox and not yet published.",
@@ -83,6 +95,26 @@ OUTBOX_PUBLISH_FAILURES = Counter(
     "delinkcious_outbox_publish_failures_total",
     "Outbox relay batches that failed to publish (broker or database unavailable).",
     ["service"],
+)
+CONSUMER_PENDING = Gauge(
+    "delinkcious_consumer_pending_messages",
+    "Messages of a durable consumer not yet acknowledged: waiting to be delivered plus delivered "
+    "and unacknowledged (JetStream num_pending + num_ack_pending).",
+    ["service", "consumer"],
+    multiprocess_mode="livemax",
+)
+
+# Link checks (link-checker).
+LINK_CHECKS = Counter(
+    "delinkcious_link_checks_total",
+    "Link checks answered, by result (valid, invalid, refused) and source (fetched, cached).",
+    ["service", "result", "source"],
+)
+LINK_CHECK_DURATION = Histogram(
+    "delinkcious_link_check_duration_seconds",
+    "Time to check one URL by fetching it: every attempt, redirect, back-off and politeness wait.",
+    ["service", "result"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
 )
 
 

@@ -18,26 +18,37 @@ from .errors import InvalidInput
 
 def encode_page_token(after_id: int, listing: Any) -> str:
     """The token of the page after `after_id` in `listing` (any JSON-serialisable value)."""
-    body = json.dumps({"a": after_id, "f": _digest(listing)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+    return encode_cursor(after_id, listing)
 
 
 def decode_page_token(token: str | None, listing: Any, field_name: str = "start_token") -> int | None:
     """The id to continue after, None for the first page; InvalidInput naming `field_name` when the
     token is malformed or belongs to another listing."""
+    after_id = decode_cursor(token, listing, field_name)
+    if after_id is not None and (not isinstance(after_id, int) or isinstance(after_id, bool) or after_id < 1):
+        raise InvalidInput(field_name, "is not a valid page token")
+    return after_id
+
+
+def encode_cursor(position: Any, listing: Any) -> str:
+    """An opaque token for any JSON-serialisable position within `listing`."""
+    body = json.dumps({"a": position, "f": _digest(listing)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def decode_cursor(token: str | None, listing: Any, field_name: str = "start_token") -> Any:
+    """The position a token carries (None for no token); the caller checks its shape."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw)
-        after_id = body["a"]
-        if not isinstance(after_id, int) or isinstance(after_id, bool) or after_id < 1:
-            raise ValueError
+        position = body["a"]
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise InvalidInput(field_name, "is not a valid page token") from None
     if body.get("f") != _digest(listing):
         raise InvalidInput(field_name, "belongs to another listing")
-    return after_id
+    return position
 
 
 def validate_limit(value: Any, *, default: int, maximum: int, field_name: str = "limit") -> int:

@@ -168,7 +168,8 @@ class ServiceRuntime:
         self.health.mark_stopping()
         budget = max(1.0, timeout)
         if self.consumers is not None:
-            self.consumers.stop(timeout=budget / 2)
+            # Half for the consumers and half for the outbox drain; all of it when there is no outbox.
+            self.consumers.stop(timeout=budget / 2 if self.outbox is not None else budget)
         if self.outbox is not None:
             self.outbox.stop_and_drain(timeout=budget / 2)
         if self.nats is not None:

@@ -42,7 +42,8 @@ def run_worker(definition: ServiceDefinition, settings: Any) -> int:
         assert isinstance(settings, GrpcSettings), f"{definition.name} serves gRPC but has no GrpcSettings"
         grpc_server = GrpcServer(
             definition.name, f"{settings.host}:{settings.grpc_port}", parts.grpc_services,
-            is_ready=lambda: runtime.health.readiness()[0] == 200, workers=settings.grpc_workers,
+            is_ready=lambda: runtime.health.readiness()[0] == 200, callers=runtime.callers,
+            workers=settings.grpc_workers,
         )
 
     stop_requested = threading.Event()

@@ -5,9 +5,11 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..kit.errors import Conflict, InvalidInput
+from ..kit.urls import DEFAULT_PORTS
+from ..kit.urls import normalise_url as normalise_url  # re-exported: the link identity rule
 from ..kit.validation import reject_unknown_fields
 
 MAX_URL_LENGTH = 2048
@@ -21,8 +23,6 @@ MAX_PAGE_SIZE = 100
 
 LinkStatus = Literal["pending", "valid", "invalid"]
 CHECK_STATUSES: frozenset[str] = frozenset({"valid", "invalid"})
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -126,28 +126,9 @@ def validate_url(url: Any, field_name: str = "url") -> str:
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
         raise InvalidInput(field_name, "is not a valid URL") from None
-    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+    if parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname:
         raise InvalidInput(field_name, "must be an absolute http or https URL")
     return url
-
-
-def normalise_url(url: str) -> str:
-    """The identity of a URL for duplicate detection: scheme and host lower-cased, default port
-    dropped, no trailing slash. Path, query and fragment keep their case."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    port = parts.port
-    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    if parts.username or parts.password:
-        userinfo = parts.username or ""
-        if parts.password is not None:
-            userinfo += f":{parts.password}"
-        netloc = f"{userinfo}@{netloc}"
-    path = parts.path.rstrip("/")
-    return urlunsplit((scheme, netloc, path, parts.query, parts.fragment))
 
 
 def validate_text(value: Any, field_name: str, *, max_length: int, required: bool) -> str:

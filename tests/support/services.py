@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from delinkcious.kit.callers import CALLER_TOKEN_HEADER
-from delinkcious.kit.config import load_settings
+from delinkcious.kit.config import PostgresSettings, RedisSettings, load_settings
 from delinkcious.kit.db import Database, apply_migrations, build_dsn
 from delinkcious.kit.runtime import ServiceDefinition, ServiceRuntime
 from delinkcious.kit.web import create_app
@@ -28,6 +28,7 @@ class ServiceEnvironment:
     secrets_dir: Path
     callers_dir: Path
     ensure_database: Callable[..., Any]
+    redis_url: str | None = None
     _migrated: dict[str, Any] = field(default_factory=dict)
 
     def database(self, definition: ServiceDefinition, name: str | None = None) -> Any:
@@ -50,16 +51,19 @@ class ServiceEnvironment:
             database.close()
 
     def settings(self, definition: ServiceDefinition, **overrides: Any) -> Any:
-        access = self.database(definition)
+        """Settings wired to the suite's servers: only the stores this service's settings declare."""
         values: dict[str, Any] = {
             "service_name": definition.name,
-            "database_url": access.dsn,
-            "database_password": access.read_password(),
             "nats_url": self.nats_url,
             "trusted_callers_dir": self.callers_dir,
             "allowed_callers": "api-gateway",
             "outbox_poll_interval": 0.2,
         }
+        if issubclass(definition.settings_class, PostgresSettings):
+            access = self.database(definition)
+            values.update(database_url=access.dsn, database_password=access.read_password())
+        if issubclass(definition.settings_class, RedisSettings):
+            values["redis_url"] = self.redis_url
         values.update(overrides)
         return load_settings(definition.settings_class, **values)
 

@@ -1,0 +1,121 @@
+"""Wiring of the link checker: its settings, its adapters, and its definition for the kit.
+
+A worker: it serves no API, only /healthz/* and /metrics on PORT. It consumes link added/updated
+events and publishes link-checked events (no database, so no outbox: the input is acked only after
+the output is acknowledged by JetStream)."""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from ..kit import metrics
+from ..kit.config import BaseServiceSettings, NatsSettings, RedisSettings
+from ..kit.consumer import Subscription
+from ..kit.events import LINK_ADDED, LINK_CHECKS_STREAM, LINK_UPDATED, LINKS_STREAM, Event
+from ..kit.logs import get_logger
+from ..kit.requestctx import current_request_id
+from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from .domain import AddressPolicy, CheckPolicy, CheckRequest, parse_networks
+from .fetcher import AddressGuard, PinnedHttpFetcher, SystemResolver
+from .redis_store import RedisHostThrottle, RedisResultCache
+from .service import CHECKER_CONSUMER, CheckOutcome, LinkCheckService, UrlChecker
+
+log = get_logger(__name__)
+
+DEFAULT_USER_AGENT = "Delinkcious-LinkChecker/1.0 (+https://github.com/the-gigi/delinkcious)"
+
+
+class LinkCheckerSettings(BaseServiceSettings, NatsSettings, RedisSettings):
+    port: int = Field(8085, ge=1, le=65535)  # /healthz/* and /metrics only
+    # A check in flight may be retrying: give consumers time to finish it before the process exits.
+    shutdown_drain_timeout: float = Field(30.0, gt=0, le=600)
+
+    # Server-side request forgery guard. true only for local testing: every address may be fetched.
+    link_checker_allow_private_addresses: bool = False
+    # Comma-separated CIDR networks fetched despite the guard (e.g. an intranet); never metadata.
+    link_checker_allowed_networks: str = ""
+
+    link_checker_connect_timeout: float = Field(5.0, gt=0, le=60)
+    link_checker_timeout: float = Field(10.0, gt=0, le=120)  # network time of one attempt, all hops
+    link_checker_max_attempts: int = Field(3, ge=1, le=10)
+    link_checker_backoff_initial: float = Field(1.0, ge=0, le=60)
+    link_checker_backoff_max: float = Field(10.0, ge=0, le=300)
+    link_checker_retry_after_max: float = Field(30.0, ge=0, le=300)
+    link_checker_max_redirects: int = Field(5, ge=0, le=20)
+
+    link_checker_host_interval: float = Field(1.0, ge=0, le=60)  # per host, over all replicas; 0: off
+    link_checker_max_host_wait: float = Field(20.0, gt=0, le=300)
+    link_checker_result_ttl: float = Field(3600.0, ge=0)  # 0: no cache, every event fetches
+    link_checker_user_agent: str = Field(DEFAULT_USER_AGENT, min_length=1, max_length=200)
+
+    @field_validator("link_checker_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # raises ValueError naming the bad entry
+        return value
+
+    @property
+    def claim_lease_s(self) -> float:
+        """How long one replica may hold a URL before another may check it too: a whole check."""
+        waits = max(self.link_checker_backoff_max, self.link_checker_retry_after_max)
+        return (self.link_checker_max_attempts * (self.link_checker_timeout + self.link_checker_max_host_wait)
+                + (self.link_checker_max_attempts - 1) * waits + 10.0)
+
+
+def build(runtime: ServiceRuntime) -> ServiceParts:
+    settings = runtime.settings
+    assert isinstance(settings, LinkCheckerSettings) and runtime.nats is not None
+    nats = runtime.nats
+    if settings.link_checker_allow_private_addresses:
+        log.warning("private_addresses_allowed",
+                    reason="LINK_CHECKER_ALLOW_PRIVATE_ADDRESSES=true: the request forgery guard is off")
+    resolver = SystemResolver()
+    runtime.on_stop(resolver.close)
+    guard = AddressGuard(AddressPolicy(allow_private=settings.link_checker_allow_private_addresses,
+                                       allowed_networks=parse_networks(settings.link_checker_allowed_networks)),
+                         resolver)
+    checker = UrlChecker(
+        PinnedHttpFetcher(guard, user_agent=settings.link_checker_user_agent),
+        RedisHostThrottle(runtime.redis, interval_s=settings.link_checker_host_interval,
+                          max_wait_s=settings.link_checker_max_host_wait),
+        CheckPolicy(max_attempts=settings.link_checker_max_attempts,
+                    max_redirects=settings.link_checker_max_redirects,
+                    backoff_initial_s=settings.link_checker_backoff_initial,
+                    backoff_max_s=settings.link_checker_backoff_max,
+                    retry_after_max_s=settings.link_checker_retry_after_max),
+        connect_timeout_s=settings.link_checker_connect_timeout,
+        attempt_timeout_s=settings.link_checker_timeout,
+    )
+    service = LinkCheckService(checker, RedisResultCache(runtime.redis), lambda event: nats.publish(event),
+                               result_ttl_s=settings.link_checker_result_ttl, claim_lease_s=settings.claim_lease_s)
+
+    def on_link_event(event: Event) -> None:
+        # A malformed username/URL raises InvalidInput: the kit terminates the message. HostBusy,
+        # CheckInProgress, Redis or NATS failures raise too: the message is redelivered later.
+        request = CheckRequest.from_event_data(event.data, event.author)
+        outcome = service.check_link(request, source_event_id=event.event_id,
+                                     request_id=event.request_id or current_request_id())
+        _record(runtime.name, request, outcome)
+
+    return ServiceParts(subscriptions=[
+        Subscription(LINKS_STREAM, (LINK_ADDED, LINK_UPDATED), durable=CHECKER_CONSUMER, handler=on_link_event),
+    ])
+
+
+def _record(service: str, request: CheckRequest, outcome: CheckOutcome) -> None:
+    verdict = outcome.verdict
+    metrics.LINK_CHECKS.labels(service, verdict.result, outcome.source).inc()
+    if outcome.source == "fetched":
+        metrics.LINK_CHECK_DURATION.labels(service, verdict.result).observe(outcome.duration_s)
+    log.info("link_checked", user=request.username, link_status=verdict.status, check_result=verdict.result,
+             check_source=outcome.source, downstream_status=verdict.http_status, reason=verdict.reason,
+             attempts=outcome.attempts, duration_ms=round(outcome.duration_s * 1000, 2),
+             published_event_id=outcome.event.event_id)
+
+
+DEFINITION = ServiceDefinition(
+    name="link-checker",
+    settings_class=LinkCheckerSettings,
+    build=build,
+    publishes=(LINK_CHECKS_STREAM,),
+    mode="worker",
+)

@@ -1,0 +1,191 @@
+"""Fetching adapter: one HTTP request to a URL the address policy allows, and only there.
+
+Server-side request forgery guard: the host is resolved once, every address it resolves to is
+checked (AddressPolicy), and the TCP connection goes to one of those checked addresses. The original
+host name is still sent as the Host header and, for HTTPS, as SNI and the name the certificate must
+match. So a DNS answer that changes between the check and the connection (DNS rebinding) cannot
+redirect the request. Redirects are not followed here: the checker asks again for every hop, and
+every hop is resolved and checked again.
+"""
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from urllib.parse import quote, urlsplit
+
+import certifi
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError
+from urllib3.exceptions import SSLError as Urllib3SSLError
+
+from ..kit.urls import DEFAULT_PORTS
+from .domain import AddressPolicy, Reply
+from .service import AddressRefused, Fetcher, FetchFailed
+
+# resolve(host, port, timeout_s) -> addresses, in the resolver's order of preference.
+Resolve = Callable[[str, int, float], list[str]]
+
+_MAX_ADDRESSES_TRIED = 3
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+class SystemResolver:
+    """getaddrinfo with a timeout (it has none of its own: it runs in a small thread pool)."""
+
+    def __init__(self, max_concurrent: int = 16) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="dns")
+
+    def __call__(self, host: str, port: int, timeout_s: float) -> list[str]:
+        future = self._executor.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM,
+                                       proto=socket.IPPROTO_TCP)
+        try:
+            infos = future.result(timeout=max(0.001, timeout_s))
+        except FutureTimeout:
+            raise FetchFailed(f"DNS lookup of {host} timed out", transient=True) from None
+        except socket.gaierror as exc:
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+                raise FetchFailed(f"host not found: {host}", transient=False) from None
+            raise FetchFailed(f"DNS lookup of {host} failed: {exc.strerror}", transient=True) from None
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class AddressGuard:
+    """Resolves a host and checks every address against the policy."""
+
+    def __init__(self, policy: AddressPolicy, resolve: Resolve) -> None:
+        self._policy = policy
+        self._resolve = resolve
+
+    def addresses(self, host: str, port: int, timeout_s: float) -> list[str]:
+        try:
+            addresses = [str(ipaddress.ip_address(host))]  # a literal address needs no lookup
+        except ValueError:
+            addresses = self._resolve(host, port, timeout_s)
+        if not addresses:
+            raise FetchFailed(f"host not found: {host}", transient=False)
+        refusal = self._policy.refusal_of_any(host, addresses)
+        if refusal is not None:
+            raise AddressRefused(refusal)
+        return addresses
+
+
+class _NoConnection(Exception):
+    """This address did not take the connection; another address of the host may."""
+
+
+class PinnedHttpFetcher(Fetcher):
+    def __init__(self, guard: AddressGuard, *, user_agent: str, ca_certs: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._guard = guard
+        self._user_agent = user_agent
+        self._ca_certs = ca_certs or certifi.where()
+        self._monotonic = monotonic
+
+    def fetch(self, method: str, url: str, *, connect_timeout: float, timeout: float) -> Reply:
+        deadline = self._monotonic() + timeout
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or DEFAULT_PORTS[scheme]
+        host = _ascii_host(parts.hostname or "")
+        addresses = self._guard.addresses(host, port, min(connect_timeout, timeout))
+        default_port = port == DEFAULT_PORTS[scheme]
+        host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
+        target = quote(parts.path or "/", safe=_PATH_SAFE) + (f"?{quote(parts.query, safe=_QUERY_SAFE)}"
+                                                             if parts.query else "")
+        headers = {"Host": host_header, "User-Agent": self._user_agent, "Accept": "*/*", "Connection": "close"}
+        failure = f"could not connect to {host}"
+        for address in addresses[:_MAX_ADDRESSES_TRIED]:
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return self._request(scheme, address, port, host, method, target, headers,
+                                     connect_timeout=min(connect_timeout, remaining), deadline=deadline)
+            except _NoConnection as exc:
+                failure = str(exc)
+        if deadline - self._monotonic() <= 0:
+            raise FetchFailed(f"timed out after {timeout:g} s", transient=True)
+        raise FetchFailed(failure, transient=True)
+
+    def _request(self, scheme: str, address: str, port: int, host: str, method: str, target: str,
+                 headers: dict[str, str], *, connect_timeout: float, deadline: float) -> Reply:
+        connection = self._connection(scheme, address, port, host, connect_timeout)
+        # Socket timeouts bound each read, not the request: a server dripping its headers one byte
+        # at a time would never trip them. The watchdog cuts the connection at the deadline.
+        aborted = threading.Event()
+        watchdog = threading.Timer(max(0.0, deadline - self._monotonic()), _abort, (connection, aborted))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            try:
+                connection.connect()
+            except (ssl.SSLError, ssl.CertificateError, Urllib3SSLError) as exc:
+                raise FetchFailed(f"TLS error: {_short(exc)}", transient=False) from None
+            except NewConnectionError as exc:
+                raise _NoConnection(f"could not connect to {host}: {_short(exc.__cause__ or exc)}") from None
+            except (ConnectTimeoutError, TimeoutError):
+                raise _NoConnection(f"connection to {host} timed out") from None
+            except OSError as exc:
+                raise _NoConnection(f"could not connect to {host}: {_short(exc)}") from None
+            connection.timeout = max(0.001, deadline - self._monotonic())
+            connection.request(method, target, headers=headers, preload_content=False)
+            response = connection.getresponse()
+            return Reply(status=response.status, location=response.headers.get("Location"),
+                         retry_after=response.headers.get("Retry-After"))
+        except (FetchFailed, _NoConnection):
+            raise
+        except (TimeoutError, socket.timeout):
+            raise FetchFailed(f"timed out after waiting for {host}", transient=True) from None
+        except (http.client.HTTPException, ProtocolError, OSError) as exc:
+            if aborted.is_set():
+                raise FetchFailed(f"timed out after waiting for {host}", transient=True) from None
+            raise FetchFailed(f"bad response from {host}: {_short(exc)}", transient=True) from None
+        finally:
+            watchdog.cancel()
+            connection.close()
+
+    def _connection(self, scheme: str, address: str, port: int, host: str,
+                    connect_timeout: float) -> HTTPConnection:
+        if scheme == "https":
+            return HTTPSConnection(address, port, timeout=connect_timeout, cert_reqs="CERT_REQUIRED",
+                                   ca_certs=self._ca_certs, server_hostname=host, assert_hostname=host)
+        return HTTPConnection(address, port, timeout=connect_timeout)
+
+
+def _abort(connection: HTTPConnection, aborted: threading.Event) -> None:
+    aborted.set()
+    sock = connection.sock
+    if sock is not None:
+        try:
+            # The plain socket's shutdown, also for a TLS socket: it wakes a blocked read at once.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _ascii_host(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise FetchFailed(f"invalid host name: {host[:100]}", transient=False) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

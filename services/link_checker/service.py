@@ -1,0 +1,258 @@
+"""Use cases of the link checker: check one URL (attempts, redirects, HEAD->GET fallback, politeness)
+and answer a link event with a link-checked event, fetching each normalised URL once per TTL.
+The ports name what the use cases need; the adapters (fetcher.py, redis_store.py) implement them."""
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+from ..kit.events import LINK_CHECKED, Event, derived_event_id, format_timestamp, utc_now
+from ..kit.urls import normalise_url
+from .domain import CheckPolicy, CheckRequest, Redirect, Reply, Transient, Verdict
+
+# The durable JetStream consumer shared by all replicas, and the producer name of derived event ids.
+CHECKER_CONSUMER = "link-checker"
+
+
+# --- ports ------------------------------------------------------------------------------------
+class FetchFailed(Exception):
+    """A request got no HTTP answer (timeout, connection or TLS failure, unknown host)."""
+
+    def __init__(self, reason: str, *, transient: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+
+
+class AddressRefused(Exception):
+    """The server-side request forgery guard refused to connect (the reason names the address)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Fetcher(abc.ABC):
+    @abc.abstractmethod
+    def fetch(self, method: str, url: str, *, connect_timeout: float, timeout: float) -> Reply:
+        """One request, following no redirect, reading no body. The host is resolved, every address
+        it resolves to is checked against the address policy (AddressRefused), and the connection
+        goes only to an address that was checked. `timeout` bounds the whole request (wall clock)
+        until the status line and headers are in. Raises FetchFailed when there is no answer."""
+
+
+class HostBusy(Exception):
+    """The host's politeness queue is longer than the checker may wait: try the message later."""
+
+
+class HostThrottle(abc.ABC):
+    @abc.abstractmethod
+    def wait_turn(self, host: str) -> float:
+        """Block until a request to `host` is polite (shared by all replicas); returns the seconds
+        waited. Raises HostBusy if the turn is too far away."""
+
+
+@dataclass(frozen=True)
+class CachedVerdict:
+    verdict: Verdict
+    checked_at: datetime
+
+
+class CheckInProgress(Exception):
+    """Another replica is checking the same URL and has not finished in time: try the message later."""
+
+
+class ResultCache(abc.ABC):
+    """Recent verdicts by normalised URL, with a per-URL claim so one replica fetches at a time."""
+
+    @abc.abstractmethod
+    def get(self, url_key: str) -> CachedVerdict | None: ...
+
+    @abc.abstractmethod
+    def put(self, url_key: str, cached: CachedVerdict, ttl_s: float) -> None: ...
+
+    @abc.abstractmethod
+    def claim(self, url_key: str, lease_s: float) -> str | None:
+        """A token if this caller may check `url_key` now (nobody else holds the claim), else None."""
+
+    @abc.abstractmethod
+    def release(self, url_key: str, token: str) -> None:
+        """Give up the claim, if it is still this token's."""
+
+
+# --- checking one URL -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckReport:
+    verdict: Verdict
+    attempts: int
+    requests: int
+
+
+@dataclass
+class _AttemptBudget:
+    """Network time one attempt may spend over all its requests (politeness waits do not count)."""
+
+    total_s: float
+    spent_s: float = 0.0
+    requests: int = field(default=0)
+
+    @property
+    def remaining_s(self) -> float:
+        return self.total_s - self.spent_s
+
+
+class UrlChecker:
+    def __init__(self, fetcher: Fetcher, throttle: HostThrottle, policy: CheckPolicy, *,
+                 connect_timeout_s: float, attempt_timeout_s: float,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._fetcher = fetcher
+        self._throttle = throttle
+        self._policy = policy
+        self._connect_timeout_s = connect_timeout_s
+        self._attempt_timeout_s = attempt_timeout_s
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._now = clock
+
+    def check(self, url: str) -> CheckReport:
+        """Attempt until a verdict; transient failures are retried with back-off, and the URL is
+        invalid once the attempts run out. Raises HostBusy (the message should wait)."""
+        requests = 0
+        attempt = 1
+        while True:
+            budget = _AttemptBudget(self._attempt_timeout_s)
+            outcome = self._attempt(url, budget)
+            requests += budget.requests
+            if isinstance(outcome, Verdict):
+                return CheckReport(outcome, attempt, requests)
+            if attempt >= self._policy.max_attempts:
+                return CheckReport(self._policy.give_up(outcome, attempt), attempt, requests)
+            self._sleep(self._policy.retry_delay(attempt, outcome))
+            attempt += 1
+
+    def _attempt(self, url: str, budget: _AttemptBudget) -> Verdict | Transient:
+        current = url
+        judged: Verdict | Transient | Redirect | None = None
+        for _hop in range(self._policy.max_redirects + 1):
+            reply = self._request("HEAD", current, budget)
+            if isinstance(reply, Reply) and self._policy.falls_back_to_get(reply):
+                reply = self._request("GET", current, budget)
+            if not isinstance(reply, Reply):
+                return reply
+            judged = self._policy.judge(reply, current, self._now())
+            if not isinstance(judged, Redirect):
+                return judged
+            current = judged.target
+        assert isinstance(judged, Redirect)
+        return self._policy.too_many_redirects(judged.http_status)
+
+    def _request(self, method: str, url: str, budget: _AttemptBudget) -> Reply | Verdict | Transient:
+        if budget.remaining_s <= 0:
+            return Transient(f"timed out after {budget.total_s:g} s")
+        self._throttle.wait_turn((urlsplit(url).hostname or "").lower())
+        started = self._monotonic()
+        budget.requests += 1
+        try:
+            return self._fetcher.fetch(method, url, connect_timeout=min(self._connect_timeout_s, budget.remaining_s),
+                                       timeout=budget.remaining_s)
+        except AddressRefused as refused:
+            return Verdict.invalid(f"refused: {refused.reason}", refused=True)
+        except FetchFailed as failed:
+            return Transient(failed.reason) if failed.transient else Verdict.invalid(failed.reason)
+        finally:
+            budget.spent_s += self._monotonic() - started
+
+
+# --- answering link events --------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckOutcome:
+    verdict: Verdict
+    checked_at: datetime
+    source: Literal["fetched", "cached"]
+    event: Event
+    attempts: int
+    duration_s: float
+
+
+class LinkCheckService:
+    def __init__(self, checker: UrlChecker, cache: ResultCache, publish: Callable[[Event], None], *,
+                 result_ttl_s: float, claim_lease_s: float, poll_interval_s: float = 0.1,
+                 clock: Callable[[], datetime] = utc_now,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._checker = checker
+        self._cache = cache
+        self._publish = publish
+        self._ttl_s = result_ttl_s
+        self._lease_s = claim_lease_s
+        self._poll_s = poll_interval_s
+        self._now = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def check_link(self, request: CheckRequest, *, source_event_id: str, request_id: str | None) -> CheckOutcome:
+        """Find the verdict (cached, or fetched) and publish it for this owner. The published event's
+        id derives from the consumed one, so handling a redelivery again publishes the same event."""
+        started = self._monotonic()
+        cached, source, attempts = self._verdict(request.url)
+        event = link_checked_event(request, cached, event_id=derived_event_id(source_event_id, CHECKER_CONSUMER),
+                                   request_id=request_id, now=self._now())
+        self._publish(event)
+        return CheckOutcome(cached.verdict, cached.checked_at, source, event, attempts,
+                            self._monotonic() - started)
+
+    def _verdict(self, url: str) -> tuple[CachedVerdict, Literal["fetched", "cached"], int]:
+        if self._ttl_s <= 0:
+            report = self._checker.check(url)
+            return CachedVerdict(report.verdict, self._now()), "fetched", report.attempts
+        url_key = normalise_url(url)
+        give_up_at = self._monotonic() + self._lease_s
+        while True:
+            cached = self._cache.get(url_key)
+            if cached is not None:
+                return cached, "cached", 0
+            token = self._cache.claim(url_key, self._lease_s)
+            if token is not None:
+                try:
+                    cached = self._cache.get(url_key)  # stored by another between our get and claim
+                    if cached is not None:
+                        return cached, "cached", 0
+                    report = self._checker.check(url)
+                    cached = CachedVerdict(report.verdict, self._now())
+                    self._cache.put(url_key, cached, self._ttl_s)
+                    return cached, "fetched", report.attempts
+                finally:
+                    self._cache.release(url_key, token)
+            if self._monotonic() >= give_up_at:
+                raise CheckInProgress(f"another checker has held {url_key} for {self._lease_s:g} s")
+            self._sleep(self._poll_s)
+
+
+def link_checked_event(request: CheckRequest, cached: CachedVerdict, *, event_id: str, request_id: str | None,
+                       now: datetime) -> Event:
+    """The contract the link service applies (services/link/app.py `check_result_from_event`)."""
+    verdict = cached.verdict
+    return Event(
+        subject=LINK_CHECKED,
+        event_type="link_checked",
+        author=request.username,
+        event_id=event_id,
+        occurred_at=now,
+        request_id=request_id,
+        data={
+            "username": request.username,
+            "url": request.url,
+            "status": verdict.status,
+            "http_status": verdict.http_status,
+            "reason": verdict.reason,
+            "checked_at": format_timestamp(cached.checked_at),
+            "link_created_at": request.link_created_at,
+        },
+    )

@@ -1,0 +1,46 @@
+"""The NewsService gRPC servicer (contract: proto/delinkcious/api/news/v1/news.proto). Thin: the
+kit's gRPC layer turns our errors into status codes and checks the caller's identity."""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..api.news.v1 import news_pb2, news_pb2_grpc
+from ..kit.logs import bind_contextvars
+from .domain import FeedItem
+from .service import NewsService
+
+_EVENT_TYPES = {
+    "link_added": news_pb2.LINK_ADDED,
+    "link_updated": news_pb2.LINK_UPDATED,
+    "link_deleted": news_pb2.LINK_DELETED,
+}
+
+
+def event_message(item: FeedItem) -> news_pb2.Event:
+    timestamp = Timestamp()
+    timestamp.FromMilliseconds(item.occurred_ms)
+    return news_pb2.Event(event_type=_EVENT_TYPES[item.event_type], username=item.author, url=item.url,
+                          title=item.title, timestamp=timestamp, event_id=item.event_id)
+
+
+class NewsServicer(news_pb2_grpc.NewsServiceServicer):
+    def __init__(self, service: NewsService) -> None:
+        self._service = service
+
+    def GetNews(self, request: news_pb2.GetNewsRequest, context: grpc.ServicerContext) -> news_pb2.GetNewsResponse:
+        bind_contextvars(user=request.username)
+        items, next_token = self._service.get_news(request.username, request.start_token, request.limit)
+        return news_pb2.GetNewsResponse(events=[event_message(item) for item in items], next_token=next_token)
+
+
+def registration(service: NewsService) -> Any:
+    """Adds the servicer to a grpc.Server; returns the full service name (for health and reflection)."""
+
+    def register(server: grpc.Server) -> str:
+        news_pb2_grpc.add_NewsServiceServicer_to_server(NewsServicer(service), server)
+        return news_pb2.DESCRIPTOR.services_by_name["NewsService"].full_name
+
+    return register

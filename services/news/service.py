@@ -1,0 +1,117 @@
+"""Use cases of the news service: keep the follower projection, fan link events out to followers'
+feeds (fan-out on write), and read a feed page by page."""
+from __future__ import annotations
+
+import abc
+import time
+
+from ..kit import metrics
+from ..kit.errors import InvalidInput
+from ..kit.events import Event
+from ..kit.pages import decode_cursor, encode_cursor
+from ..kit.validation import validate_username
+from .domain import (
+    LINK_EVENT_TYPES,
+    FeedItem,
+    FeedPosition,
+    FollowWindow,
+    next_position,
+    to_millis,
+    validate_page_size,
+)
+
+
+class FeedStore(abc.ABC):
+    """Feeds and the follower projection. Implementations: RedisFeedStore and InMemoryFeedStore, held
+    to the same behaviour by tests/news/test_service_contract.py. Every write is idempotent: applying
+    the same event twice leaves the same state."""
+
+    @abc.abstractmethod
+    def record_follow(self, follower: str, followed: str, at_ms: int) -> bool:
+        """Follower follows from `at_ms` on, unless a later follow/unfollow of the pair is recorded.
+        True when applied."""
+
+    @abc.abstractmethod
+    def record_unfollow(self, follower: str, followed: str, at_ms: int) -> bool:
+        """Follower stops following at `at_ms`, unless a later follow/unfollow is recorded."""
+
+    @abc.abstractmethod
+    def follow_windows(self, author: str) -> list[FollowWindow]:
+        """Everyone who follows or followed `author`, with when."""
+
+    @abc.abstractmethod
+    def add_to_feeds(self, usernames: list[str], item: FeedItem, max_length: int) -> None:
+        """Put `item` in each user's feed, trimming each feed to its newest `max_length` items."""
+
+    @abc.abstractmethod
+    def remember_authored(self, item: FeedItem, keep: int) -> None:
+        """Keep the author's newest `keep` items, so a new follower can be given events that were
+        processed before their follow event arrived."""
+
+    @abc.abstractmethod
+    def authored_since(self, author: str, since_ms: int) -> list[FeedItem]: ...
+
+    @abc.abstractmethod
+    def read_feed(self, username: str, position: FeedPosition | None, count: int) -> list[FeedItem]:
+        """Newest first: items with score <= position.score after skipping position.skip of them."""
+
+
+class NewsService:
+    def __init__(self, store: FeedStore, *, service_name: str, feed_max_length: int,
+                 authored_history: int = 200) -> None:
+        self._store = store
+        self._service = service_name
+        self._max_length = feed_max_length
+        self._history = authored_history
+
+    # --- events -----------------------------------------------------------------------------
+    def apply_link_event(self, event: Event) -> None:
+        item = feed_item_from_event(event)
+        started = time.perf_counter()
+        self._store.remember_authored(item, self._history)
+        readers = [window.follower for window in self._store.follow_windows(item.author)
+                   if window.sees(item.occurred_ms)]
+        self._store.add_to_feeds(readers, item, self._max_length)
+        metrics.FEED_FANOUT_FOLLOWERS.labels(self._service).observe(len(readers))
+        metrics.FEED_FANOUT_DURATION.labels(self._service).observe(time.perf_counter() - started)
+
+    def apply_follow(self, event: Event) -> None:
+        follower, followed = follow_parties(event)
+        at_ms = to_millis(event.occurred_at)
+        if self._store.record_follow(follower, followed, at_ms):
+            # Events of the author processed before this follow event arrived, but after the follow.
+            backlog = self._store.authored_since(followed, at_ms)
+            for item in backlog:
+                self._store.add_to_feeds([follower], item, self._max_length)
+
+    def apply_unfollow(self, event: Event) -> None:
+        follower, followed = follow_parties(event)
+        self._store.record_unfollow(follower, followed, to_millis(event.occurred_at))
+
+    # --- queries ------------------------------------------------------------------------------
+    def get_news(self, username: str, start_token: str, limit: int) -> tuple[list[FeedItem], str]:
+        validate_username(username)
+        count = validate_page_size(limit)
+        position = FeedPosition.from_cursor(decode_cursor(start_token or None, ["news", username]))
+        items = self._store.read_feed(username, position, count + 1)
+        page = items[:count]
+        if len(items) <= count:
+            return page, ""
+        return page, encode_cursor(next_position(page, position).to_cursor(), ["news", username])
+
+
+def feed_item_from_event(event: Event) -> FeedItem:
+    if event.event_type not in LINK_EVENT_TYPES:
+        raise InvalidInput("event_type", f"not a link event: {event.event_type}")
+    url, title = event.data.get("url"), event.data.get("title")
+    if not isinstance(url, str) or not url or not isinstance(title, str):
+        raise InvalidInput("url", "a link event needs url and title")
+    return FeedItem(event_id=event.event_id, event_type=event.event_type, author=validate_username(event.author),
+                    url=url, title=title, occurred_ms=to_millis(event.occurred_at))
+
+
+def follow_parties(event: Event) -> tuple[str, str]:
+    return (validate_username(event.data.get("follower"), "follower"),
+            validate_username(event.data.get("followed"), "followed"))
+
+
