@@ -5,6 +5,8 @@ events and publishes link-checked events (no database, so no outbox: the input i
 the output is acknowledged by JetStream)."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import Field, field_validator
 
 from ..kit import metrics
@@ -106,7 +108,8 @@ def _record(service: str, request: CheckRequest, outcome: CheckOutcome) -> None:
     metrics.LINK_CHECKS.labels(service, verdict.result, outcome.source).inc()
     if outcome.source == "fetched":
         metrics.LINK_CHECK_DURATION.labels(service, verdict.result).observe(outcome.duration_s)
-    log.info("link_checked", user=request.username, link_status=verdict.status, check_result=verdict.result,
+    log.info("link_checked", user=request.username, target_host=urlsplit(request.url).hostname,
+             link_status=verdict.status, check_result=verdict.result,
              check_source=outcome.source, downstream_status=verdict.http_status, reason=verdict.reason,
              attempts=outcome.attempts, duration_ms=round(outcome.duration_s * 1000, 2),
              published_event_id=outcome.event.event_id)

@@ -152,3 +152,19 @@ def test_malformed_events_are_rejected(service, people):
     with pytest.raises(InvalidInput):
         service.apply_follow(Event(subject=FOLLOWED, event_type="followed", author=author,
                                    data={"follower": author, "followed": "Not Valid"}))
+
+
+def test_a_feed_store_outage_is_unavailable_not_an_error(private_redis):
+    from delinkcious.kit.errors import Unavailable
+
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True, socket_timeout=1,
+                                  socket_connect_timeout=1)
+    service = NewsService(RedisFeedStore(client), service_name="news-test", feed_max_length=5)
+    service.get_news("ann", "", 10)
+    private_redis.stop()
+    with pytest.raises(Unavailable):
+        service.get_news("ann", "", 10)
+    with pytest.raises(Unavailable):  # the consumer naks it and JetStream redelivers later
+        service.apply_link_event(link_event("ann", "https://x", T0))
+    private_redis.start()
+    assert service.get_news("ann", "", 10) == ([], "")
