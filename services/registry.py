@@ -62,6 +62,15 @@ SERVICES: tuple[ServiceSpec, ...] = (
         allowed_callers=("api-gateway",),
         module="delinkcious.news.app",
     ),
+    ServiceSpec(
+        name="link-checker",
+        default_port=8085,  # /healthz and /metrics only: it has no API
+        uses_postgres=False,
+        uses_redis=True,
+        uses_nats=True,
+        allowed_callers=(),
+        module="delinkcious.link_checker.app",
+    ),
 )
 
 

@@ -192,6 +192,9 @@ class ConsumerGroup:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         context.run(bind_contextvars, event_id=event.event_id)
+        if event.request_id and not (message.headers or {}).get("X-Request-Id"):
+            # No header (a publisher without one): the payload's request id still joins the lines up.
+            context.run(bind_contextvars, request_id=accept_or_create_request_id(event.request_id))
 
         def run_handler() -> bool | None:
             return context.run(subscription.handler, event)

@@ -182,7 +182,7 @@ class CheckPolicy:
 
     def give_up(self, transient: Transient, attempts: int) -> Verdict:
         noun = "attempt" if attempts == 1 else "attempts"
-        return Verdict.invalid(f"{transient.reason} ({attempts} {noun})", transient.http_status)
+        return Verdict.invalid(f"{transient.reason} (after {attempts} {noun})", transient.http_status)
 
 
 # --- server-side request forgery guard ------------------------------------------------------------
@@ -221,10 +221,10 @@ def _address_kind(address: IPAddress) -> str | None:
         return "a link-local address"
     if address.is_multicast:
         return "a multicast address"
-    if address.is_private:
-        return "a private address"
     if address.is_reserved:
         return "a reserved address"
+    if address.is_private:
+        return "a private address"
     if isinstance(address, ipaddress.IPv6Address) and address in _SITE_LOCAL:
         return "a site-local address"
     if not address.is_global:
@@ -242,13 +242,17 @@ class AddressPolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()  # exceptions, e.g. an intranet; never metadata
 
     def refusal(self, address: str | IPAddress) -> str | None:
-        """Why `address` must not be fetched, or None if it may be."""
+        """Why `address` must not be fetched ("10.0.0.1 is a private address"), or None if it may be."""
+        what = self._what(address)
+        return f"{what[0]} is {what[1]}" if what else None
+
+    def _what(self, address: str | IPAddress) -> tuple[IPAddress, str] | None:
         if self.allow_private:
             return None
         ip = ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
         embedded = _embedded_ipv4(ip)
         if ip in METADATA_ADDRESSES or embedded in METADATA_ADDRESSES:
-            return f"{ip} is a cloud metadata address"
+            return ip, "a cloud metadata address"
         if any(ip in network for network in self.allowed_networks) or (
                 embedded is not None and any(embedded in network for network in self.allowed_networks)):
             return None
@@ -258,14 +262,15 @@ class AddressPolicy:
             kind = _address_kind(embedded)
         else:
             kind = _address_kind(ip) or (_address_kind(embedded) if embedded is not None else None)
-        return f"{ip} is {kind}" if kind else None
+        return (ip, kind) if kind else None
 
     def refusal_of_any(self, host: str, addresses: list[str]) -> str | None:
         """Every address a host resolves to must be allowed: the connection may go to any of them."""
         for address in addresses:
-            why = self.refusal(address)
-            if why is not None:
-                return f"{host} resolves to {why}" if host != address else why
+            what = self._what(address)
+            if what is not None:
+                ip, kind = what
+                return f"{host} resolves to {ip}, {kind}" if host != str(ip) else f"{ip} is {kind}"
         return None
 
 

@@ -24,6 +24,7 @@ import certifi
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError
 from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from ..kit.urls import DEFAULT_PORTS
 from .domain import AddressPolicy, Reply
@@ -111,15 +112,16 @@ class PinnedHttpFetcher(Fetcher):
                 break
             try:
                 return self._request(scheme, address, port, host, method, target, headers,
-                                     connect_timeout=min(connect_timeout, remaining), deadline=deadline)
+                                     connect_timeout=min(connect_timeout, remaining), deadline=deadline,
+                                     timeout=timeout)
             except _NoConnection as exc:
                 failure = str(exc)
         if deadline - self._monotonic() <= 0:
-            raise FetchFailed(f"timed out after {timeout:g} s", transient=True)
+            raise FetchFailed(_timed_out(timeout), transient=True)
         raise FetchFailed(failure, transient=True)
 
     def _request(self, scheme: str, address: str, port: int, host: str, method: str, target: str,
-                 headers: dict[str, str], *, connect_timeout: float, deadline: float) -> Reply:
+                 headers: dict[str, str], *, connect_timeout: float, deadline: float, timeout: float) -> Reply:
         connection = self._connection(scheme, address, port, host, connect_timeout)
         # Socket timeouts bound each read, not the request: a server dripping its headers one byte
         # at a time would never trip them. The watchdog cuts the connection at the deadline.
@@ -130,7 +132,7 @@ class PinnedHttpFetcher(Fetcher):
         try:
             try:
                 connection.connect()
-            except (ssl.SSLError, ssl.CertificateError, Urllib3SSLError) as exc:
+            except (ssl.SSLError, ssl.CertificateError, CertificateError, Urllib3SSLError) as exc:
                 raise FetchFailed(f"TLS error: {_short(exc)}", transient=False) from None
             except NewConnectionError as exc:
                 raise _NoConnection(f"could not connect to {host}: {_short(exc.__cause__ or exc)}") from None
@@ -146,10 +148,10 @@ class PinnedHttpFetcher(Fetcher):
         except (FetchFailed, _NoConnection):
             raise
         except (TimeoutError, socket.timeout):
-            raise FetchFailed(f"timed out after waiting for {host}", transient=True) from None
+            raise FetchFailed(_timed_out(timeout), transient=True) from None
         except (http.client.HTTPException, ProtocolError, OSError) as exc:
             if aborted.is_set():
-                raise FetchFailed(f"timed out after waiting for {host}", transient=True) from None
+                raise FetchFailed(_timed_out(timeout), transient=True) from None
             raise FetchFailed(f"bad response from {host}: {_short(exc)}", transient=True) from None
         finally:
             watchdog.cancel()
@@ -186,6 +188,11 @@ def _ascii_host(host: str) -> str:
         raise FetchFailed(f"invalid host name: {host[:100]}", transient=False) from None
 
 
+def _timed_out(timeout: float) -> str:
+    return f"timed out: no answer within {timeout:g} s"
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    strerror = getattr(exc, "strerror", None)
+    text = (strerror.lower() if isinstance(strerror, str) and strerror else str(exc)) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."

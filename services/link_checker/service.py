@@ -17,6 +17,8 @@ from .domain import CheckPolicy, CheckRequest, Redirect, Reply, Transient, Verdi
 
 # The durable JetStream consumer shared by all replicas, and the producer name of derived event ids.
 CHECKER_CONSUMER = "link-checker"
+# The author of link-checked events: the checker did the check; the link's owner is `username`.
+EVENT_AUTHOR = "link-checker"
 
 
 # --- ports ------------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ def link_checked_event(request: CheckRequest, cached: CachedVerdict, *, event_id
     return Event(
         subject=LINK_CHECKED,
         event_type="link_checked",
-        author=request.username,
+        author=EVENT_AUTHOR,
         event_id=event_id,
         occurred_at=now,
         request_id=request_id,

@@ -12,6 +12,7 @@ The first path segment picks the behaviour; the rest of the path only makes URLs
   /flaky/N/...          503 for the first N requests of that path, then 200
   /limited/...          429 with Retry-After: 1 for the first request of that path, then 200
   /always-503/...       503
+  /drip/...             sends its status line one byte every 0.1 s (each read is quick, the whole is not)
   /to?url=U             302 to U
 """
 from __future__ import annotations
@@ -113,6 +114,15 @@ class TargetServer:
                 headers["Retry-After"] = "1"
         elif route == "always-503":
             status = 503
+        elif route == "drip":
+            try:
+                for byte in b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n":
+                    handler.wfile.write(bytes([byte]))
+                    time.sleep(0.1)
+            except OSError:
+                pass
+            handler.close_connection = True
+            return
         elif route == "to":
             status = 302
             headers["Location"] = parse_qs(parts.query)["url"][0]

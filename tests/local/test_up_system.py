@@ -22,13 +22,14 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> UpProcess:
     return UpProcess(command, {**inherited_environment(), "LINK__PORT": str(ports["link"]),
                                "USER__PORT": str(ports["user"]), "SOCIAL_GRAPH__PORT": str(ports["social-graph"]),
                                "NEWS__PORT": str(ports["news"]), "NEWS__GRPC_PORT": str(ports["news-grpc"]),
+                               "LINK_CHECKER__PORT": str(ports["link-checker"]),
                                "LINK__MAX_LINKS_PER_USER": "3"})
 
 
 def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
     data_dir = tmp_path / "data"
     ports = {name: free_port() for name in ("postgres", "nats", "redis", "link", "user", "social-graph", "news",
-                                            "news-grpc")}
+                                            "news-grpc", "link-checker")}
     links_url = f"http://127.0.0.1:{ports['link']}/v1/users/ann/links"
 
     first = start_up(data_dir, ports)
@@ -60,7 +61,7 @@ def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
         code, transcript = first.stop()
     assert code == 0, transcript
     rows = [line.split() for line in first.output]
-    for service in ("link", "user", "social-graph", "news"):
+    for service in ("link", "user", "social-graph", "news", "link-checker"):
         assert [service, f"http://127.0.0.1:{ports[service]}", "yes"] in rows
     assert token not in transcript
 

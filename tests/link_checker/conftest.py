@@ -1,0 +1,87 @@
+"""Fixtures of the link-checker tests: local target web servers, a Redis client, and checkers wired
+with the real fetcher and the real Redis adapters (fast timeouts, isolated key namespaces)."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import trustme
+from delinkcious.link_checker.domain import AddressPolicy, CheckPolicy
+from delinkcious.link_checker.fetcher import AddressGuard, PinnedHttpFetcher, Resolve, SystemResolver
+from delinkcious.link_checker.redis_store import RedisHostThrottle
+from delinkcious.link_checker.service import UrlChecker
+
+from tests.link_checker.target import TargetServer
+
+USER_AGENT = "Delinkcious-LinkChecker/test"
+SYSTEM_RESOLVER = SystemResolver()
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[TargetServer]:
+    with TargetServer(slow_s=1.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(certificate chain, private key, issuing CA): a certificate for the name secure.test only,
+    from a throw-away CA (trustme, so no openssl command is needed)."""
+    authority = trustme.CA()
+    issued = authority.issue_cert("secure.test")
+    directory = tmp_path_factory.mktemp("tls")
+    chain, key, ca = directory / "chain.pem", directory / "key.pem", directory / "ca.pem"
+    issued.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    authority.cert_pem.write_to_path(str(ca))
+    return chain, key, ca
+
+
+@pytest.fixture(scope="session")
+def secure_target(certificate: tuple[Path, Path, Path]) -> Iterator[TargetServer]:
+    with TargetServer(certificate=certificate[:2]) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """Redis keys of this test's own (results and politeness slots are not shared between tests)."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def fixed_resolver(table: dict[str, list[str]]) -> Resolve:
+    """A resolver answering from `table`; any other name resolves as the system resolver says."""
+
+    def resolve(host: str, port: int, timeout_s: float) -> list[str]:
+        return table[host] if host in table else SYSTEM_RESOLVER(host, port, timeout_s)
+
+    return resolve
+
+
+@pytest.fixture
+def make_checker(redis_client: Any, namespace: str) -> Callable[..., UrlChecker]:
+    def make(*, allow_private: bool = True, allowed_networks: tuple[Any, ...] = (), resolver: Resolve | None = None,
+             host_interval_s: float = 0.0, max_attempts: int = 3, attempt_timeout_s: float = 0.3,
+             backoff_s: float = 0.05, ca_certs: str | None = None, **policy: Any) -> UrlChecker:
+        guard = AddressGuard(AddressPolicy(allow_private=allow_private, allowed_networks=allowed_networks),
+                             resolver or SYSTEM_RESOLVER)
+        return UrlChecker(
+            PinnedHttpFetcher(guard, user_agent=USER_AGENT, ca_certs=ca_certs),
+            RedisHostThrottle(redis_client, interval_s=host_interval_s, max_wait_s=5.0, namespace=namespace),
+            CheckPolicy(max_attempts=max_attempts, backoff_initial_s=backoff_s, backoff_max_s=backoff_s * 4,
+                        **policy),
+            connect_timeout_s=min(1.0, attempt_timeout_s), attempt_timeout_s=attempt_timeout_s,
+        )
+
+    return make

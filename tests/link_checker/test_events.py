@@ -1,0 +1,151 @@
+"""The link checker wired as deployed (real NATS JetStream, real Redis), checking a local web server:
+link events in, link-checked events out, and with the real link service a link goes from pending to
+valid or invalid.
+
+It runs on a NATS server of this module's own: the durable consumer starts at the beginning of the
+links stream, and the shared server's stream holds every other test's links."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from delinkcious.kit.events import (
+    LINK_ADDED,
+    LINK_CHECKED,
+    LINK_CHECKS_STREAM,
+    LINK_UPDATED,
+    LINKS_STREAM,
+    format_timestamp,
+    utc_now,
+)
+from delinkcious.link.app import DEFINITION as LINK
+from delinkcious.link_checker.app import DEFINITION as CHECKER
+from delinkcious.local.servers import NatsServer
+from prometheus_client import REGISTRY
+
+from tests.support.jetstream import publish_event, read_events, wait_for_events, wait_until
+from tests.support.services import unique_username
+
+FAST = {
+    "link_checker_allow_private_addresses": True,
+    "link_checker_timeout": 0.3,
+    "link_checker_connect_timeout": 0.3,
+    "link_checker_backoff_initial": 0.05,
+    "link_checker_host_interval": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def nats_of_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = NatsServer(tmp_path_factory.mktemp("link-checker-nats"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def consumer_exists(runtime: Any) -> bool:
+    try:
+        runtime.nats.run(runtime.nats.jetstream.consumer_info(LINKS_STREAM.name, "link-checker"))
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def checker(service_environment, nats_of_module):
+    with service_environment.running(CHECKER, nats_url=nats_of_module, **FAST) as (runtime, app):
+        assert wait_until(lambda: consumer_exists(runtime))  # it creates the stream it consumes
+        yield runtime, app
+
+
+def link_event(user: str, url: str, subject: str = LINK_ADDED, **extra: Any) -> dict[str, Any]:
+    now = format_timestamp(utc_now())
+    return {
+        "event_id": str(uuid.uuid4()), "event_type": "link_added" if subject == LINK_ADDED else "link_updated",
+        "author": user, "occurred_at": now, "request_id": f"req-{uuid.uuid4().hex[:8]}",
+        "username": user, "url": url, "title": "T", "description": "", "tags": [],
+        "link_created_at": now, "link_updated_at": now, **extra,
+    }
+
+
+def consumed(outcome: str) -> float:
+    return REGISTRY.get_sample_value("delinkcious_events_consumed_total", {
+        "service": "link-checker", "consumer": "link-checker", "outcome": outcome}) or 0.0
+
+
+def test_link_events_are_answered_with_link_checked_events(checker, nats_of_module, target):
+    user = unique_username()
+    ok, missing = target.url(f"/ok/{user}"), target.url(f"/missing/{user}")
+    added = link_event(user, ok)
+    publish_event(nats_of_module, LINK_ADDED, added)
+    publish_event(nats_of_module, LINK_UPDATED, link_event(user, missing, LINK_UPDATED))
+
+    events = wait_for_events(nats_of_module, LINK_CHECKS_STREAM.name, LINK_CHECKED, 2, username=user)
+    by_url = {event["url"]: event for event in events}
+    assert set(by_url) == {ok, missing}
+    valid, invalid = by_url[ok], by_url[missing]
+    assert (valid["status"], valid["http_status"], valid["reason"]) == ("valid", 200, None)
+    assert (invalid["status"], invalid["http_status"], invalid["reason"]) == ("invalid", 404, "HTTP 404")
+    assert valid["event_type"] == "link_checked" and valid["author"] == "link-checker"
+    assert valid["link_created_at"] == added["link_created_at"] and valid["checked_at"].endswith("Z")
+    assert valid["request_id"] == added["request_id"] == valid["_headers"]["X-Request-Id"]
+    assert valid["_headers"]["Nats-Msg-Id"] == valid["event_id"] != added["event_id"]
+
+
+def test_a_redelivered_link_event_yields_one_link_checked_event(checker, nats_of_module, target):
+    user = unique_username()
+    event = link_event(user, target.url(f"/ok/{user}"))
+    processed_before = consumed("processed")
+    publish_event(nats_of_module, LINK_ADDED, event, msg_id=f"{event['event_id']}-1")
+    publish_event(nats_of_module, LINK_ADDED, event, msg_id=f"{event['event_id']}-2")  # same event again
+    assert wait_until(lambda: consumed("processed") >= processed_before + 2)
+    assert len([found for found in read_events(nats_of_module, LINK_CHECKS_STREAM.name, LINK_CHECKED)
+                if found["username"] == user]) == 1
+
+
+def test_an_event_that_can_never_be_checked_is_rejected_not_retried(checker, nats_of_module):
+    rejected_before = consumed("rejected")
+    user = unique_username()
+    publish_event(nats_of_module, LINK_ADDED, link_event(user, "ftp://files.example/x"))
+    assert wait_until(lambda: consumed("rejected") >= rejected_before + 1)
+    assert [event for event in read_events(nats_of_module, LINK_CHECKS_STREAM.name, LINK_CHECKED)
+            if event["username"] == user] == []
+
+
+def test_readiness_and_metrics(checker, nats_of_module, target):
+    _runtime, app = checker
+    client = app.test_client()
+    readiness = client.get("/healthz/readiness")
+    assert readiness.status_code == 200
+    assert {check["name"] for check in readiness.get_json()["checks"]} >= {"redis", "nats"}
+
+    user = unique_username()
+    publish_event(nats_of_module, LINK_ADDED, link_event(user, target.url(f"/missing/{user}")))
+    wait_for_events(nats_of_module, LINK_CHECKS_STREAM.name, LINK_CHECKED, 1, username=user)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'delinkcious_link_checks_total{result="invalid",service="link-checker",source="fetched"}' in text
+    assert 'delinkcious_link_check_duration_seconds_bucket{le="0.05",result="valid",service="link-checker"}' in text
+    assert 'delinkcious_consumer_pending_messages{consumer="link-checker",service="link-checker"}' in text
+
+
+def test_with_the_link_service_a_link_goes_from_pending_to_checked(checker, service_environment, nats_of_module,
+                                                                    target):
+    headers = service_environment.caller_headers()
+    user = unique_username()
+    with service_environment.running(LINK, nats_url=nats_of_module) as (_runtime, app):
+        client = app.test_client()
+        for path in (f"/ok/{user}", f"/missing/{user}"):
+            created = client.post(f"/v1/users/{user}/links", json={"url": target.url(path), "title": "t"},
+                                  headers=headers)
+            assert created.status_code == 201 and created.get_json()["status"] == "pending"
+
+        def statuses() -> dict[str, tuple[str, int | None]]:
+            links = client.get(f"/v1/users/{user}/links", headers=headers).get_json()["links"]
+            return {link["url"]: (link["status"], link.get("http_status")) for link in links}
+
+        expected = {target.url(f"/ok/{user}"): ("valid", 200), target.url(f"/missing/{user}"): ("invalid", 404)}
+        assert wait_until(lambda: statuses() == expected, timeout=15), statuses()
