@@ -18,7 +18,12 @@ class ServiceSpec:
     uses_nats: bool
     allowed_callers: tuple[str, ...]
     module: str  # exposes DEFINITION, a kit ServiceDefinition
-    calls: tuple[str, ...] = ()  # services it calls; each is passed as <NAME>_SERVICE_URL
+    # Services it calls; each is passed as <NAME>_SERVICE_URL, or as <NAME>_GRPC_ADDRESS when it has a grpc_port.
+    calls: tuple[str, ...] = ()
+    # Where /healthz/* and /metrics live when the service keeps them off its public port (ADMIN_PORT).
+    admin_port: int | None = None
+    # The port of the gRPC API callers use (GRPC_PORT), for a service reached over gRPC.
+    grpc_port: int | None = None
 
     def definition(self) -> ServiceDefinition:
         return importlib.import_module(self.module).DEFINITION
@@ -55,12 +60,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ),
     ServiceSpec(
         name="news",
-        default_port=8084,  # /healthz and /metrics; gRPC on GRPC_PORT (9084)
+        default_port=8084,  # /healthz and /metrics; the API is gRPC on grpc_port
         uses_postgres=False,
         uses_redis=True,
         uses_nats=True,
         allowed_callers=("api-gateway",),
         module="delinkcious.news.app",
+        grpc_port=9084,
     ),
     ServiceSpec(
         name="link-checker",
@@ -70,6 +76,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
         uses_nats=True,
         allowed_callers=(),
         module="delinkcious.link_checker.app",
+    ),
+    ServiceSpec(
+        name="api-gateway",
+        default_port=8080,  # the public API only; /healthz and /metrics on admin_port
+        admin_port=8090,
+        uses_postgres=False,
+        uses_redis=True,  # rate limits
+        uses_nats=False,
+        allowed_callers=(),
+        module="delinkcious.api_gateway.app",
+        calls=("link", "user", "social-graph", "news"),
     ),
 )
 

@@ -56,6 +56,9 @@ class BaseServiceSettings(BaseSettings):
     service_name: str
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # When set, /healthz/* and /metrics are served only on this port and never on PORT, so an
+    # ingress can expose PORT alone (the API gateway does this).
+    admin_port: int | None = Field(None, ge=1, le=65535)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

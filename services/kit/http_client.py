@@ -27,6 +27,7 @@ class ServiceClient:
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         retries: int = 2,
+        retry_methods: frozenset[str] = IDEMPOTENT_METHODS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout = (connect_timeout, read_timeout)
@@ -37,7 +38,7 @@ class ServiceClient:
             read=retries,
             status=retries,
             backoff_factor=0.2,
-            allowed_methods=IDEMPOTENT_METHODS,
+            allowed_methods=retry_methods,
             status_forcelist=(502, 503, 504),
             respect_retry_after_header=True,
             raise_on_status=False,

@@ -39,6 +39,9 @@ class ServiceDefinition:
     # "http": Flask behind gunicorn. "worker": one process running consumers (and gRPC, if the
     # parts register any), with /healthz and /metrics on a small HTTP side port.
     mode: Literal["http", "worker"] = "http"
+    # A public service (the API gateway) authenticates end users itself; internal services demand
+    # a caller identity on every non-operator request.
+    public: bool = False
 
     def migration_dirs(self) -> list[Path]:
         return [KIT_MIGRATIONS, *self.migrations]
@@ -50,6 +53,8 @@ class ServiceParts:
     subscriptions: list[Subscription] = field(default_factory=list)
     # Each adds its servicer to the grpc.Server and returns the full service name it registered.
     grpc_services: list[Callable[[Any], str]] = field(default_factory=list)
+    # Each is called with the (public) Flask app once it exists: for extensions such as a rate limiter.
+    app_setup: list[Callable[[Any], None]] = field(default_factory=list)
 
 
 class ServiceRuntime:
@@ -63,7 +68,8 @@ class ServiceRuntime:
         self.nats: NatsConnection | None = None
         self.outbox: OutboxRelay | None = None
         self.consumers: ConsumerGroup | None = None
-        self.callers = self._caller_authenticator(settings)
+        self.callers = (CallerAuthenticator.disabled() if definition.public
+                        else self._caller_authenticator(settings))
         self._on_stop: list[Callable[[], None]] = []
 
         if isinstance(settings, PostgresSettings):

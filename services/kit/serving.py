@@ -47,7 +47,7 @@ class ServiceApplication(BaseApplication):
     def load_config(self) -> None:
         s = self.settings
         options = {
-            "bind": [f"{s.host}:{s.port}"],
+            "bind": [f"{s.host}:{s.port}", *([f"{s.host}:{s.admin_port}"] if s.admin_port else [])],
             "workers": s.web_workers,
             "worker_class": "gthread",
             "threads": s.web_threads,
@@ -71,14 +71,14 @@ class ServiceApplication(BaseApplication):
 
     def load(self) -> Any:
         global _worker_runtime
-        from .web import create_app
+        from .web import create_wsgi
 
         configure_logging(self.definition.name, self.settings.log_format, self.settings.log_level)
         runtime = ServiceRuntime(self.definition, self.settings)
         parts = self.definition.build(runtime)
         runtime.add_subscriptions(parts.subscriptions)
         _worker_runtime = runtime
-        return create_app(runtime, parts.blueprints)
+        return create_wsgi(runtime, parts.blueprints, parts.app_setup)
 
 
 def _post_worker_init(worker: Any) -> None:

@@ -3,6 +3,7 @@ the JSON error shape, health endpoints and /metrics. A service adds only its own
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
@@ -34,7 +35,9 @@ _HTTP_CODES = {
 }
 
 
-def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint]) -> Flask:
+def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: bool = True,
+               setup: list[Callable[[Flask], None]] = ()) -> Flask:
+    """The service's app: its blueprints plus, unless `ops` is False, /healthz/* and /metrics."""
     app = Flask(runtime.name)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -46,10 +49,29 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint]) -> Flask:
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
-    app.register_blueprint(ops_blueprint(runtime))
+    if ops:
+        app.register_blueprint(ops_blueprint(runtime))
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    for configure in setup:
+        configure(app)
     return app
+
+
+def create_wsgi(runtime: ServiceRuntime, blueprints: list[Blueprint],
+                setup: list[Callable[[Flask], None]] = ()) -> Any:
+    """What gunicorn serves: one app, or, with ADMIN_PORT, the public app on PORT and the ops app on
+    ADMIN_PORT, chosen by the listener a request came in on."""
+    admin_port = runtime.settings.admin_port
+    if admin_port is None:
+        return create_app(runtime, blueprints, setup=setup)
+    public, admin = create_app(runtime, blueprints, ops=False, setup=setup), create_app(runtime, [])
+
+    def by_listener(environ: dict[str, Any], start_response: Any) -> Any:
+        app = admin if environ.get("SERVER_PORT") == str(admin_port) else public
+        return app(environ, start_response)
+
+    return by_listener
 
 
 def runtime_of(app: Flask) -> ServiceRuntime:

@@ -1,11 +1,13 @@
 """`delinkcious up`: the whole system on one machine, no Docker.
 
 Starts PostgreSQL, NATS (JetStream) and Redis from pip-installed packages
-(unless POSTGRES_URL / NATS_URL / REDIS_URL point at existing servers), gives
-every service its own database role, caller token and environment, runs each
-service as a supervised child process, prints one status table once they are
-ready, and on SIGINT/SIGTERM stops the services first and the servers last.
-All state lives in one data directory, so the next `up` finds it as it was.
+(unless POSTGRES_URL / NATS_URL / REDIS_URL point at existing servers), and a
+local OIDC identity provider for the API gateway (unless OIDC_DISCOVERY_URL
+names one), gives every service its own database role, caller token and
+environment, runs each service as a supervised child process, prints one status
+table once they are ready, and on SIGINT/SIGTERM stops the services first and
+the servers last. All state lives in one data directory, so the next `up` finds
+it as it was.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from delinkcious.local.processes import ChildProcess
 from delinkcious.local.servers import (
     DatabaseAccess,
     NatsServer,
+    OidcProviderServer,
     PostgresServer,
     RedisServer,
     ServerError,
@@ -49,8 +52,25 @@ SERVICE_STOP_TIMEOUT = 45.0
 _SUPERVISION_TICK = 0.2
 _READINESS_PROBE_TIMEOUT = 1.0
 
+# The service that faces the public, and how `up` signs it in with the local identity provider.
+GATEWAY = "api-gateway"
+LOCAL_OAUTH_CLIENT_ID = "delinkcious-local"
+LOCAL_IDENTITY_PROVIDER_NAME = "local"
+
 # Variables naming an existing server; they configure the runtime, not the services.
-SERVER_VARIABLES = ("POSTGRES_URL", "NATS_URL", "REDIS_URL")
+SERVER_VARIABLES = ("POSTGRES_URL", "NATS_URL", "REDIS_URL", "OIDC_DISCOVERY_URL")
+# What the runtime tells the gateway about logging in (see gateway_variables).
+GATEWAY_VARIABLES = (
+    "AUTH_PROVIDER",
+    "OIDC_DISCOVERY_URL",
+    "OIDC_PROVIDER_NAME",
+    "OAUTH_CLIENT_ID",
+    "OAUTH_CLIENT_SECRET",
+    "OAUTH_CLIENT_SECRET_FILE",
+    "SESSION_SECRET",
+    "SESSION_SECRET_FILE",
+    "PUBLIC_BASE_URL",
+)
 # Variables the runtime sets per service; values inherited from our own
 # environment are dropped so that, e.g., a stray DATABASE_URL never reaches a service.
 MANAGED_VARIABLES = frozenset(
@@ -59,12 +79,15 @@ MANAGED_VARIABLES = frozenset(
         "SERVICE_NAME",
         "HOST",
         "PORT",
+        "ADMIN_PORT",
+        "GRPC_PORT",
         "LOG_FORMAT",
         "DATABASE_URL",
         "DATABASE_PASSWORD_FILE",
         "CALLER_TOKEN_FILE",
         "TRUSTED_CALLERS_DIR",
         "ALLOWED_CALLERS",
+        *GATEWAY_VARIABLES,
     }
 )
 
@@ -84,6 +107,12 @@ class ServiceSpec(Protocol):
     def uses_nats(self) -> bool: ...
     @property
     def allowed_callers(self) -> tuple[str, ...]: ...
+    @property
+    def calls(self) -> tuple[str, ...]: ...
+    @property
+    def admin_port(self) -> int | None: ...
+    @property
+    def grpc_port(self) -> int | None: ...
 
 
 # --------------------------------------------------------------------------------------
@@ -97,6 +126,7 @@ class Options:
     postgres_port: int
     nats_port: int
     redis_port: int
+    oidc_port: int
     only: tuple[str, ...]
     log_format: str
 
@@ -121,6 +151,9 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str], stdout_is_tty
     parser.add_argument("--nats-port", type=int, default=14222)
     parser.add_argument("--redis-port", type=int, default=16379)
     parser.add_argument(
+        "--oidc-port", type=int, default=9400, help="port of the local identity provider started for the API gateway"
+    )
+    parser.add_argument(
         "--only", action="append", default=[], metavar="SERVICE", help="start only this service (repeatable)"
     )
     parser.add_argument("--log-format", choices=("json", "console"), default="console" if stdout_is_tty else "json")
@@ -131,6 +164,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str], stdout_is_tty
         postgres_port=arguments.postgres_port,
         nats_port=arguments.nats_port,
         redis_port=arguments.redis_port,
+        oidc_port=arguments.oidc_port,
         only=tuple(dict.fromkeys(arguments.only)),
         log_format=arguments.log_format,
     )
@@ -151,9 +185,18 @@ def select_services(services: Sequence[ServiceSpec], only: Sequence[str]) -> lis
 
 @dataclass(frozen=True)
 class SecretsLayout:
-    """data_dir/secrets (0700): callers/<name> tokens and postgres/<role> passwords (files 0600)."""
+    """data_dir/secrets (0700): callers/<name> tokens, postgres/<role> passwords and the gateway's
+    oauth-client-secret and gateway-session-secret (files 0600)."""
 
     root: Path
+
+    @property
+    def oauth_client_secret_file(self) -> Path:
+        return self.root / "oauth-client-secret"
+
+    @property
+    def session_secret_file(self) -> Path:
+        return self.root / "gateway-session-secret"
 
     @property
     def callers_dir(self) -> Path:
@@ -175,6 +218,14 @@ def ensure_caller_tokens(layout: SecretsLayout, callers: Sequence[str]) -> None:
         ensure_secret_file(layout.caller_token_file(caller))
 
 
+def ensure_gateway_secrets(layout: SecretsLayout) -> None:
+    """The gateway's OAuth client secret and session secret, generated on first use and kept afterwards."""
+    layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    layout.root.chmod(0o700)
+    ensure_secret_file(layout.oauth_client_secret_file)
+    ensure_secret_file(layout.session_secret_file)
+
+
 # --------------------------------------------------------------------------------------
 # Service environment
 
@@ -191,6 +242,8 @@ class ServiceWiring:
     redis_url: str | None = None
     databases: Mapping[str, DatabaseAccess] = field(default_factory=dict)
     service_urls: Mapping[str, str] = field(default_factory=dict)  # where each service listens
+    grpc_addresses: Mapping[str, str] = field(default_factory=dict)  # host:port of each gRPC API
+    oidc_discovery_url: str | None = None  # the identity provider the gateway signs people in with
 
 
 def service_port(spec: ServiceSpec, base_env: Mapping[str, str]) -> int:
@@ -198,9 +251,21 @@ def service_port(spec: ServiceSpec, base_env: Mapping[str, str]) -> int:
     return int(base_env.get(f"{override_prefix(spec.name)}PORT", spec.default_port))
 
 
+def service_grpc_port(spec: ServiceSpec, base_env: Mapping[str, str]) -> int | None:
+    """The port of a service's gRPC API: its `<SERVICE>__GRPC_PORT` override, else the registry's."""
+    if spec.grpc_port is None:
+        return None
+    return int(base_env.get(f"{override_prefix(spec.name)}GRPC_PORT", spec.grpc_port))
+
+
 def service_url_variable(service_name: str) -> str:
     """How a caller is told where a service is: `social-graph` -> `SOCIAL_GRAPH_SERVICE_URL`."""
     return service_name.upper().replace("-", "_") + "_SERVICE_URL"
+
+
+def grpc_address_variable(service_name: str) -> str:
+    """How a caller is told where a gRPC service is: `news` -> `NEWS_GRPC_ADDRESS`."""
+    return service_name.upper().replace("-", "_") + "_GRPC_ADDRESS"
 
 
 def override_prefix(service_name: str) -> str:
@@ -216,10 +281,11 @@ def service_environment(spec: ServiceSpec, wiring: ServiceWiring, base_env: Mapp
     this service's overrides as `<NAME>`, which win.
     """
     prefixes = tuple(override_prefix(name) for name in wiring.service_names)
+    managed = MANAGED_VARIABLES | {
+        variable(name) for name in wiring.service_names for variable in (service_url_variable, grpc_address_variable)
+    }
     environment = {
-        name: value
-        for name, value in base_env.items()
-        if name not in MANAGED_VARIABLES and not name.startswith(prefixes)
+        name: value for name, value in base_env.items() if name not in managed and not name.startswith(prefixes)
     }
     environment.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the terminal as they happen
     environment.update(
@@ -231,7 +297,13 @@ def service_environment(spec: ServiceSpec, wiring: ServiceWiring, base_env: Mapp
         TRUSTED_CALLERS_DIR=str(wiring.secrets.callers_dir),
         ALLOWED_CALLERS=",".join(dict.fromkeys((*spec.allowed_callers, DEVELOPER_CALLER))),
     )
+    if spec.admin_port is not None:
+        environment["ADMIN_PORT"] = str(spec.admin_port)
+    if spec.grpc_port is not None:
+        environment["GRPC_PORT"] = str(spec.grpc_port)
     environment.update(_dependency_variables(spec, wiring))
+    if spec.name == GATEWAY and wiring.oidc_discovery_url is not None:
+        environment.update(gateway_variables(wiring, service_port(spec, base_env)))
     own_prefix = override_prefix(spec.name)
     environment.update(
         {
@@ -255,8 +327,26 @@ def _dependency_variables(spec: ServiceSpec, wiring: ServiceWiring) -> dict[str,
         assert wiring.redis_url is not None, "Redis is needed but was not started"
         variables["REDIS_URL"] = wiring.redis_url
     for called in spec.calls:
-        variables[service_url_variable(called)] = wiring.service_urls[called]
+        if called in wiring.grpc_addresses:
+            variables[grpc_address_variable(called)] = wiring.grpc_addresses[called]
+        else:
+            variables[service_url_variable(called)] = wiring.service_urls[called]
     return variables
+
+
+def gateway_variables(wiring: ServiceWiring, gateway_port: int) -> dict[str, str]:
+    """How the gateway signs people in under `up`: OIDC with the local (or the given) identity provider."""
+    assert wiring.oidc_discovery_url is not None
+    return {
+        "AUTH_PROVIDER": "oidc",
+        "OIDC_DISCOVERY_URL": wiring.oidc_discovery_url,
+        "OIDC_PROVIDER_NAME": LOCAL_IDENTITY_PROVIDER_NAME,
+        "OAUTH_CLIENT_ID": LOCAL_OAUTH_CLIENT_ID,
+        "OAUTH_CLIENT_SECRET_FILE": str(wiring.secrets.oauth_client_secret_file),
+        "SESSION_SECRET_FILE": str(wiring.secrets.session_secret_file),
+        # Where browsers reach the gateway; the OAuth callback is ${PUBLIC_BASE_URL}/login/authorized.
+        "PUBLIC_BASE_URL": f"http://{url_host(probe_host(wiring.host))}:{gateway_port}",
+    }
 
 
 def service_command(name: str) -> list[str]:
@@ -298,6 +388,8 @@ class SupervisedService:
         self.environment = dict(environment)
         self.host = environment["HOST"]
         self.port = int(environment["PORT"])
+        # /healthz lives on ADMIN_PORT when the service separates it from its public port.
+        self.admin_port = int(environment["ADMIN_PORT"]) if environment.get("ADMIN_PORT") else None
         self.pid_file = pid_file
         self.ready = False
         self._child: ChildProcess | None = None
@@ -307,7 +399,13 @@ class SupervisedService:
 
     @property
     def address(self) -> str:
+        """The public address, as shown in the status table."""
         return f"http://{url_host(self.host)}:{self.port}"
+
+    @property
+    def readiness_url(self) -> str:
+        port = self.admin_port if self.admin_port is not None else self.port
+        return f"http://{url_host(probe_host(self.host))}:{port}/healthz/readiness"
 
     def start(self) -> None:
         self._child = ChildProcess(self.command, pid_file=self.pid_file, env=self.environment)
@@ -331,9 +429,8 @@ class SupervisedService:
         if self._child is None or not self._child.running:
             self.ready = False
         else:
-            url = f"http://{url_host(probe_host(self.host))}:{self.port}/healthz/readiness"
             try:
-                with urllib.request.urlopen(url, timeout=_READINESS_PROBE_TIMEOUT) as response:
+                with urllib.request.urlopen(self.readiness_url, timeout=_READINESS_PROBE_TIMEOUT) as response:
                     self.ready = response.status == 200
             except (urllib.error.URLError, OSError, ValueError):
                 self.ready = False  # HTTPError (e.g. 503) is a URLError too
@@ -378,7 +475,11 @@ def _without_credentials(url: str) -> str:
 
 
 def status_report(
-    services: Sequence[SupervisedService], servers: Sequence[ServerEndpoint], data_dir: Path, developer_token: Path
+    services: Sequence[SupervisedService],
+    servers: Sequence[ServerEndpoint],
+    data_dir: Path,
+    developer_token: Path,
+    login_url: str | None = None,
 ) -> str:
     rows = [("service", "address", "ready")]
     rows += [(service.name, service.address, "yes" if service.ready else "no") for service in services]
@@ -386,6 +487,8 @@ def status_report(
     widths = [max(len(row[column]) for row in rows) for column in range(2)]
     lines = [f"{name:<{widths[0]}}  {address:<{widths[1]}}  {ready}".rstrip() for name, address, ready in rows]
     lines += [f"data dir: {data_dir}", f"developer caller token: {developer_token}"]
+    if login_url is not None:
+        lines.append(f"log in at: {login_url}")
     not_ready = [service.name for service in services if not service.ready]
     lines.append("delinkcious is up" + (f" (not ready: {', '.join(not_ready)})" if not_ready else ""))
     return "\n".join(lines) + "\n"
@@ -412,6 +515,9 @@ def _stop_signals(handler: Callable[[], None]) -> Iterator[None]:
             signal.signal(signum, action)
 
 
+_LocalServer = PostgresServer | NatsServer | RedisServer | OidcProviderServer
+
+
 class LocalRuntime:
     """One `up` run: servers, secrets and supervised services, stopped in order at the end."""
 
@@ -430,7 +536,7 @@ class LocalRuntime:
         self.secrets = SecretsLayout(options.data_dir / "secrets")
         self.services: list[SupervisedService] = []
         self.endpoints: list[ServerEndpoint] = []
-        self._started_servers: dict[str, PostgresServer | NatsServer | RedisServer] = {}
+        self._started_servers: dict[str, _LocalServer] = {}
         self._stop_requested = False
 
     def run(self) -> int:
@@ -461,6 +567,8 @@ class LocalRuntime:
     def _start(self) -> None:
         self.options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_caller_tokens(self.secrets, [spec.name for spec in self.all_services] + [DEVELOPER_CALLER])
+        if self._gateway_selected:
+            ensure_gateway_secrets(self.secrets)
         wiring = self._start_servers()
         for spec in self.selected:
             self._check_stop()
@@ -474,15 +582,24 @@ class LocalRuntime:
             self.services.append(service)
             log.info("started %s on %s", service.name, service.address)
 
+    @property
+    def _gateway_selected(self) -> bool:
+        return any(spec.name == GATEWAY for spec in self.selected)
+
     def _start_servers(self) -> ServiceWiring:
+        reachable_host = url_host(probe_host(self.options.host))
         wiring = ServiceWiring(
             host=self.options.host,
             log_format=self.options.log_format,
             secrets=self.secrets,
             service_names=tuple(spec.name for spec in self.all_services),
             service_urls={
-                spec.name: f"http://{url_host(probe_host(self.options.host))}:{service_port(spec, self.environ)}"
+                spec.name: f"http://{reachable_host}:{service_port(spec, self.environ)}" for spec in self.all_services
+            },
+            grpc_addresses={
+                spec.name: f"{reachable_host}:{grpc_port}"
                 for spec in self.all_services
+                if (grpc_port := service_grpc_port(spec, self.environ)) is not None
             },
         )
         if any(spec.uses_postgres for spec in self.selected):
@@ -497,7 +614,20 @@ class LocalRuntime:
             wiring = replace(wiring, nats_url=self._server_url("NATS_URL", NatsServer, self.options.nats_port))
         if any(spec.uses_redis for spec in self.selected):
             wiring = replace(wiring, redis_url=self._server_url("REDIS_URL", RedisServer, self.options.redis_port))
+        if self._gateway_selected:
+            wiring = replace(wiring, oidc_discovery_url=self._oidc_discovery_url())
         return wiring
+
+    def _oidc_discovery_url(self) -> str:
+        """The identity provider given by OIDC_DISCOVERY_URL, else a local one (a development tool only)."""
+        if external := self.environ.get("OIDC_DISCOVERY_URL"):
+            self._add_endpoint(OidcProviderServer.name, external, external=True)
+            return external
+        server = OidcProviderServer(self.options.data_dir / OidcProviderServer.name, self.options.host,
+                                    self.options.oidc_port)  # fmt: skip
+        self._start_server(server)
+        self._add_endpoint(server.name, server.url, external=False)
+        return f"http://{url_host(probe_host(server.host))}:{server.port}/.well-known/openid-configuration"
 
     def _postgres_admin_dsn(self) -> str:
         if external := self.environ.get("POSTGRES_URL"):
@@ -517,7 +647,7 @@ class LocalRuntime:
         self._add_endpoint(server.name, server.url, external=False)
         return server.url
 
-    def _start_server(self, server: PostgresServer | NatsServer | RedisServer) -> None:
+    def _start_server(self, server: _LocalServer) -> None:
         self._check_stop()
         log.info("starting %s on %s (data in %s)", server.name, server.address, server.data_dir)
         self._started_servers[server.name] = server  # registered first: stopped even if start fails halfway
@@ -543,8 +673,19 @@ class LocalRuntime:
 
     def _status_report(self) -> str:
         return status_report(
-            self.services, self.endpoints, self.options.data_dir, self.secrets.caller_token_file(DEVELOPER_CALLER)
+            self.services,
+            self.endpoints,
+            self.options.data_dir,
+            self.secrets.caller_token_file(DEVELOPER_CALLER),
+            login_url=self._login_url(),
         )
+
+    def _login_url(self) -> str | None:
+        gateway = next((service for service in self.services if service.name == GATEWAY), None)
+        if gateway is None:
+            return None
+        base = gateway.environment.get("PUBLIC_BASE_URL") or gateway.address
+        return base.rstrip("/") + "/login"
 
     def _stop(self) -> None:
         self._stop_requested = True  # no restarts from here on
@@ -554,7 +695,7 @@ class LocalRuntime:
         for service in self.services:
             service.wait_stopped(max(0.0, deadline - time.monotonic()))
         # Servers last, message bus and cache before the database.
-        for name in ("nats", "redis", "postgres"):
+        for name in (OidcProviderServer.name, "nats", "redis", "postgres"):
             if server := self._started_servers.get(name):
                 try:
                     server.stop()

@@ -1,9 +1,11 @@
-"""Real PostgreSQL, NATS (JetStream) and Redis servers from pip-installed packages.
+"""Real PostgreSQL, NATS (JetStream) and Redis servers, and a local OIDC identity provider,
+from pip-installed packages.
 
 Used by `delinkcious up` and by the test suite, so neither needs Docker nor
 system packages. Each server is a child process listening on one host:port,
 keeps its data, log and pid file in the `data_dir` it is given, and survives a
-stop()/start() cycle with its data intact.
+stop()/start() cycle with its data intact (the identity provider, a development
+tool, keeps its state in memory only).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +83,7 @@ def ensure_secret_file(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Common shape of the three servers
+# Common shape of the servers
 
 
 class _Server(ABC):
@@ -549,3 +553,50 @@ class RedisServer(_Server):
     def _is_ready(self) -> bool:
         # While loading its data redis answers -LOADING instead of +PONG.
         return _request_line(self.host, self.port, b"PING\r\n") == b"+PONG\r\n"
+
+
+# --------------------------------------------------------------------------------------
+# Local OIDC identity provider (development only)
+
+
+def _probe_host(host: str) -> str:
+    """Where to reach a server that listens on `host` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+class OidcProviderServer(_Server):
+    """`oidc-provider-mock`: an OpenID Connect provider for development and tests.
+
+    It accepts any client id and secret, and logs in whoever types a subject into
+    its authorize form. Its users, codes and tokens live in memory only, so a
+    restart forgets them (Delinkcious keeps its own users and tokens, so nothing
+    of ours is lost). Never for production.
+    """
+
+    name = "oidc-provider"
+    stop_signal = signal.SIGTERM  # uvicorn shuts down gracefully on SIGTERM
+
+    @property
+    def url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.url}/.well-known/openid-configuration"
+
+    def _command(self) -> list[str]:
+        executable = _find_executable(
+            "oidc-provider-mock", [_next_to_python("oidc-provider-mock"), _which("oidc-provider-mock")]
+        )
+        return [str(executable), "--host", self.host, "--port", str(self.port)]
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, "NO_COLOR": "1"}  # its log file gets no terminal colour codes
+
+    def _is_ready(self) -> bool:
+        probe = f"http://{url_host(_probe_host(self.host))}:{self.port}/.well-known/openid-configuration"
+        try:
+            with urllib.request.urlopen(probe, timeout=_PROBE_TIMEOUT) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False

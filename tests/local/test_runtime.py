@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,18 @@ from delinkcious.local.runtime import (
     default_data_dir,
     display_address,
     ensure_caller_tokens,
+    ensure_gateway_secrets,
+    grpc_address_variable,
     override_prefix,
     parse_options,
     select_services,
     service_environment,
+    service_grpc_port,
     service_port,
     service_url_variable,
     status_report,
 )
-from delinkcious.local.servers import DatabaseAccess, free_port
+from delinkcious.local.servers import DatabaseAccess, OidcProviderServer, free_port
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Spec:
     uses_nats: bool = False
     allowed_callers: tuple[str, ...] = ()
     calls: tuple[str, ...] = ()
+    admin_port: int | None = None
+    grpc_port: int | None = None
 
 
 LINK = Spec("link", 8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",))
@@ -88,6 +94,8 @@ def test_options_defaults_and_overrides() -> None:
         "console",
     )
     assert (defaults.postgres_port, defaults.nats_port, defaults.redis_port) == (15432, 14222, 16379)
+    assert defaults.oidc_port == 9400
+    assert parse_options(["--oidc-port", "9401"], {}, False).oidc_port == 9401
     assert parse_options([], {}, stdout_is_tty=False).log_format == "json"
     chosen = parse_options(
         ["--only", "link", "--only", "news", "--postgres-port", "5433", "--log-format", "console"], {}, False
@@ -253,6 +261,8 @@ class Spec:
     uses_nats: bool = True
     allowed_callers: tuple = ("api-gateway",)
     calls: tuple = ()
+    admin_port: int | None = None
+    grpc_port: int | None = None
 
 standin, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 runtime._configure_logging()
@@ -312,7 +322,9 @@ def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, 
 def inherited_environment() -> dict[str, str]:
     import os
 
-    return {name: value for name, value in os.environ.items() if name not in ("POSTGRES_URL", "NATS_URL", "REDIS_URL")}
+    from delinkcious.local.runtime import SERVER_VARIABLES
+
+    return {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
 
 
 def readiness_report(port: int) -> dict[str, Any]:
@@ -372,3 +384,271 @@ def test_callers_are_told_where_the_services_they_call_listen(tmp_path: Path) ->
     environment = service_environment(social, replace(wiring(tmp_path), service_urls=urls), base_env)
     assert environment["USER_SERVICE_URL"] == "http://127.0.0.1:9999"
     assert service_url_variable("link-checker") == "LINK_CHECKER_SERVICE_URL"
+
+
+# --------------------------------------------------------------------------------------
+# Admin ports, gRPC addresses and the gateway's sign-in
+
+GATEWAY = Spec(
+    "api-gateway", 8080, admin_port=8090, uses_redis=True, calls=("link", "user", "social-graph", "news")
+)
+USER = Spec("user", 8082)
+SOCIAL = Spec("social-graph", 8083, calls=("user",))
+NEWS_GRPC = replace(NEWS, grpc_port=9084)
+ALL = (LINK, USER, SOCIAL, NEWS_GRPC, LINK_CHECKER, GATEWAY)
+GATEWAY_ONLY_VARIABLES = (
+    "AUTH_PROVIDER", "OIDC_DISCOVERY_URL", "OIDC_PROVIDER_NAME", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET",
+    "OAUTH_CLIENT_SECRET_FILE", "SESSION_SECRET", "SESSION_SECRET_FILE", "PUBLIC_BASE_URL",
+)  # fmt: skip
+DISCOVERY = "http://127.0.0.1:9400/.well-known/openid-configuration"
+
+
+def full_wiring(tmp_path: Path, base_env: dict[str, str]) -> ServiceWiring:
+    """Wiring as LocalRuntime builds it for every registry-like service."""
+    return replace(
+        wiring(tmp_path),
+        service_names=tuple(spec.name for spec in ALL),
+        service_urls={spec.name: f"http://127.0.0.1:{service_port(spec, base_env)}" for spec in ALL},
+        grpc_addresses={
+            spec.name: f"127.0.0.1:{port}" for spec in ALL if (port := service_grpc_port(spec, base_env)) is not None
+        },
+        oidc_discovery_url=DISCOVERY,
+    )
+
+
+def test_readiness_is_polled_on_the_admin_port_and_the_table_shows_the_public_one(tmp_path: Path) -> None:
+    gateway = SupervisedService(
+        "api-gateway", ["true"], service_environment(GATEWAY, full_wiring(tmp_path, {}), {}), tmp_path / "g.pid"
+    )
+    assert gateway.environment["ADMIN_PORT"] == "8090"
+    assert gateway.readiness_url == "http://127.0.0.1:8090/healthz/readiness"
+    assert gateway.address == "http://127.0.0.1:8080"
+
+    base = {"API_GATEWAY__ADMIN_PORT": "9191", "API_GATEWAY__PORT": "9180", "API_GATEWAY__HOST": "0.0.0.0"}
+    moved = service_environment(GATEWAY, full_wiring(tmp_path, base), base)
+    service = SupervisedService("api-gateway", ["true"], moved, tmp_path / "g.pid")
+    assert service.readiness_url == "http://127.0.0.1:9191/healthz/readiness"
+    assert service.address == "http://0.0.0.0:9180"
+
+    link = SupervisedService("link", ["true"], service_environment(LINK, full_wiring(tmp_path, {}), {}), tmp_path / "l")
+    assert "ADMIN_PORT" not in link.environment
+    assert link.readiness_url == "http://127.0.0.1:8081/healthz/readiness"
+
+
+def test_a_stray_admin_or_grpc_port_does_not_reach_services(tmp_path: Path) -> None:
+    base = {"ADMIN_PORT": "1", "GRPC_PORT": "2"}
+    link = service_environment(LINK, full_wiring(tmp_path, base), base)
+    assert "ADMIN_PORT" not in link and "GRPC_PORT" not in link
+    assert service_environment(GATEWAY, full_wiring(tmp_path, base), base)["ADMIN_PORT"] == "8090"
+
+
+def test_grpc_services_get_their_port_and_callers_their_address(tmp_path: Path) -> None:
+    news = service_environment(NEWS_GRPC, full_wiring(tmp_path, {}), {})
+    assert news["GRPC_PORT"] == "9084"
+    gateway = service_environment(GATEWAY, full_wiring(tmp_path, {}), {})
+    assert gateway["NEWS_GRPC_ADDRESS"] == "127.0.0.1:9084"
+    assert "NEWS_SERVICE_URL" not in gateway
+    assert gateway["LINK_SERVICE_URL"] == "http://127.0.0.1:8081"
+    assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8082"
+    assert gateway["SOCIAL_GRAPH_SERVICE_URL"] == "http://127.0.0.1:8083"
+    assert grpc_address_variable("news") == "NEWS_GRPC_ADDRESS"
+
+    base = {"NEWS__GRPC_PORT": "19084", "NEWS_GRPC_ADDRESS": "stray:1", "LINK_SERVICE_URL": "http://stray"}
+    assert service_environment(NEWS_GRPC, full_wiring(tmp_path, base), base)["GRPC_PORT"] == "19084"
+    moved = service_environment(GATEWAY, full_wiring(tmp_path, base), base)
+    assert moved["NEWS_GRPC_ADDRESS"] == "127.0.0.1:19084"
+    assert moved["LINK_SERVICE_URL"] == "http://127.0.0.1:8081"
+    checker = service_environment(LINK_CHECKER, full_wiring(tmp_path, base), base)
+    assert "NEWS_GRPC_ADDRESS" not in checker and "LINK_SERVICE_URL" not in checker
+    assert "GRPC_PORT" not in checker
+
+
+def test_the_gateway_signs_people_in_with_the_local_identity_provider(tmp_path: Path) -> None:
+    gateway = service_environment(GATEWAY, full_wiring(tmp_path, {}), {})
+    secrets = tmp_path / "secrets"
+    assert gateway["AUTH_PROVIDER"] == "oidc"
+    assert gateway["OIDC_DISCOVERY_URL"] == DISCOVERY
+    assert gateway["OIDC_PROVIDER_NAME"] == "local"
+    assert gateway["OAUTH_CLIENT_ID"] == "delinkcious-local"
+    assert gateway["OAUTH_CLIENT_SECRET_FILE"] == str(secrets / "oauth-client-secret")
+    assert gateway["SESSION_SECRET_FILE"] == str(secrets / "gateway-session-secret")
+    assert gateway["PUBLIC_BASE_URL"] == "http://127.0.0.1:8080"
+    assert gateway["REDIS_URL"] == "redis://127.0.0.1:16379/0"
+    assert "OAUTH_CLIENT_SECRET" not in gateway and "SESSION_SECRET" not in gateway
+    assert "DATABASE_URL" not in gateway and "NATS_URL" not in gateway
+
+
+def test_the_public_base_url_follows_the_gateway_port_and_overrides_win(tmp_path: Path) -> None:
+    base = {"API_GATEWAY__PORT": "18080", "API_GATEWAY__OIDC_PROVIDER_NAME": "keycloak",
+            "API_GATEWAY__OAUTH_CLIENT_ID": "mine"}  # fmt: skip
+    gateway = service_environment(GATEWAY, full_wiring(tmp_path, base), base)
+    assert gateway["PUBLIC_BASE_URL"] == "http://127.0.0.1:18080"
+    assert gateway["PORT"] == "18080"
+    assert (gateway["OIDC_PROVIDER_NAME"], gateway["OAUTH_CLIENT_ID"]) == ("keycloak", "mine")
+    wide = replace(full_wiring(tmp_path, {}), host="0.0.0.0")
+    assert service_environment(GATEWAY, wide, {})["PUBLIC_BASE_URL"] == "http://127.0.0.1:8080"
+    explicit = {"API_GATEWAY__PUBLIC_BASE_URL": "https://dev.example"}
+    assert service_environment(GATEWAY, full_wiring(tmp_path, {}), explicit)["PUBLIC_BASE_URL"] == "https://dev.example"
+
+
+def test_stray_sign_in_variables_reach_no_service(tmp_path: Path) -> None:
+    base = {name: f"stray-{name}" for name in GATEWAY_ONLY_VARIABLES}
+    for spec in (LINK, USER, SOCIAL, NEWS_GRPC, LINK_CHECKER):
+        environment = service_environment(spec, full_wiring(tmp_path, base), base)
+        assert not set(GATEWAY_ONLY_VARIABLES) & set(environment), spec.name
+    gateway = service_environment(GATEWAY, full_wiring(tmp_path, base), base)
+    assert not any(value.startswith("stray-") for value in gateway.values())
+    assert "OAUTH_CLIENT_SECRET" not in gateway and "SESSION_SECRET" not in gateway
+
+
+def test_gateway_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
+    layout = SecretsLayout(tmp_path / "secrets")
+    ensure_gateway_secrets(layout)
+    files = (layout.oauth_client_secret_file, layout.session_secret_file)
+    first = [path.read_text() for path in files]
+    ensure_gateway_secrets(layout)
+    assert [path.read_text() for path in files] == first
+    assert first[0] != first[1] and all(len(value.strip()) >= 32 for value in first)
+    assert stat.S_IMODE(layout.root.stat().st_mode) == 0o700
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_status_report_shows_the_login_url(tmp_path: Path) -> None:
+    gateway = SupervisedService(
+        "api-gateway", ["true"], service_environment(GATEWAY, full_wiring(tmp_path, {}), {}), tmp_path / "g.pid"
+    )
+    gateway.ready = True
+    provider = ServerEndpoint("oidc-provider", "http://127.0.0.1:9400", external=False)
+    report = status_report([gateway], [provider], tmp_path, tmp_path / "developer", "http://127.0.0.1:8080/login")
+    lines = report.splitlines()
+    assert lines[1].split() == ["api-gateway", "http://127.0.0.1:8080", "yes"]
+    assert lines[2].split() == ["oidc-provider", "http://127.0.0.1:9400", "yes"]
+    assert "log in at: http://127.0.0.1:8080/login" in lines
+    assert lines[-1] == "delinkcious is up"
+
+
+_GATEWAY_DRIVER = """
+import os
+import sys
+from dataclasses import dataclass
+from delinkcious.local import runtime
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    default_port: int
+    admin_port: int
+    uses_postgres: bool = False
+    uses_redis: bool = False
+    uses_nats: bool = False
+    allowed_callers: tuple = ()
+    calls: tuple = ("news",)
+    grpc_port: int | None = None
+
+@dataclass(frozen=True)
+class News:
+    name: str = "news"
+    default_port: int = 8084
+    grpc_port: int = 9084
+    admin_port: int | None = None
+    uses_postgres: bool = False
+    uses_redis: bool = False
+    uses_nats: bool = False
+    allowed_callers: tuple = ()
+    calls: tuple = ()
+
+standin, port, admin_port, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+runtime._configure_logging()
+options = runtime.parse_options(argv, {}, stdout_is_tty=False)
+local = runtime.LocalRuntime(
+    options, [News(), Spec("api-gateway", port, admin_port)], dict(os.environ),
+    command_for=lambda name: [sys.executable, standin],
+)
+sys.exit(local.run())
+"""
+
+
+@pytest.fixture
+def external_provider(tmp_path: Path) -> Iterator[OidcProviderServer]:
+    server = OidcProviderServer(tmp_path / "external-provider")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_up_starts_the_identity_provider_for_the_gateway_and_polls_its_admin_port(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port, admin_port, oidc_port, news_grpc_port = free_port(), free_port(), free_port(), free_port()
+    command = [
+        sys.executable, "-c", _GATEWAY_DRIVER, str(Path(__file__).with_name("standin_gateway.py")),
+        str(port), str(admin_port), "--only", "api-gateway", "--data-dir", str(data_dir),
+        "--oidc-port", str(oidc_port),
+    ]  # fmt: skip
+    environment = {
+        **inherited_environment(),
+        "NEWS__GRPC_PORT": str(news_grpc_port),
+        "SESSION_SECRET": "stray, must not reach the gateway",
+    }
+    up = UpProcess(command, environment)
+    try:
+        up.wait_for_line("delinkcious is up")
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz/readiness", timeout=5) as response:
+            report = json.load(response)
+    finally:
+        code, transcript = up.stop()
+    assert code == 0, transcript
+    provider = f"http://127.0.0.1:{oidc_port}"
+    assert report["issuer"] == provider
+    assert report["secrets_readable"]
+    assert report["environment"] == {
+        "AUTH_PROVIDER": "oidc",
+        "OIDC_DISCOVERY_URL": f"{provider}/.well-known/openid-configuration",
+        "OIDC_PROVIDER_NAME": "local",
+        "OAUTH_CLIENT_ID": "delinkcious-local",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "NEWS_GRPC_ADDRESS": f"127.0.0.1:{news_grpc_port}",
+        "LINK_SERVICE_URL": None,
+        "ADMIN_PORT": str(admin_port),
+    }
+    rows = [line.split() for line in up.output]
+    assert ["api-gateway", f"http://127.0.0.1:{port}", "yes"] in rows
+    assert ["oidc-provider", provider, "yes"] in rows
+    assert f"log in at: http://127.0.0.1:{port}/login" in up.output
+    assert not any(row and row[0] in ("postgres", "nats", "redis") for row in rows)
+    for secret in ("oauth-client-secret", "gateway-session-secret"):
+        value = (data_dir / "secrets" / secret).read_text().strip()
+        assert value not in transcript
+    # The provider was stopped with everything else.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{provider}/.well-known/openid-configuration", timeout=2)
+
+    assert (data_dir / "oidc-provider" / "oidc-provider.log").exists()
+
+
+def test_up_uses_the_identity_provider_named_by_oidc_discovery_url(
+    tmp_path: Path, external_provider: OidcProviderServer
+) -> None:
+    data_dir = tmp_path / "data"
+    port, admin_port = free_port(), free_port()
+    command = [
+        sys.executable, "-c", _GATEWAY_DRIVER, str(Path(__file__).with_name("standin_gateway.py")),
+        str(port), str(admin_port), "--only", "api-gateway", "--data-dir", str(data_dir),
+        "--oidc-port", str(free_port()),
+    ]  # fmt: skip
+    up = UpProcess(command, {**inherited_environment(), "OIDC_DISCOVERY_URL": external_provider.discovery_url})
+    try:
+        up.wait_for_line("delinkcious is up")
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz/readiness", timeout=5) as response:
+            report = json.load(response)
+    finally:
+        code, transcript = up.stop()
+    assert code == 0, transcript
+    assert report["issuer"] == external_provider.url
+    assert report["environment"]["OIDC_DISCOVERY_URL"] == external_provider.discovery_url
+    rows = [line.split() for line in up.output]
+    assert ["oidc-provider", external_provider.discovery_url, "(external)", "yes"] in rows
+    assert not (data_dir / "oidc-provider").exists()
+    assert external_provider.running

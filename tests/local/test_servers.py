@@ -1,4 +1,5 @@
-"""The pip-installed servers the local runtime and the test suite run on: real PostgreSQL, NATS, Redis."""
+"""The pip-installed servers the local runtime and the test suite run on: real PostgreSQL, NATS, Redis,
+and the local OIDC identity provider."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import nats
 import psycopg2
 import pytest
 import redis
+import requests
 from delinkcious.local.servers import (
     DatabaseAccess,
     NatsServer,
+    OidcProviderServer,
     PostgresServer,
     RedisServer,
     free_port,
@@ -194,3 +197,20 @@ def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
         server.stop()
         server.stop()
     assert not server.running
+
+
+def test_oidc_provider_serves_its_discovery_document_until_stopped(tmp_path: Path) -> None:
+    server = OidcProviderServer(tmp_path / "oidc-provider")
+    try:
+        server.start()
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        assert server.discovery_url == f"{server.url}/.well-known/openid-configuration"
+        document = requests.get(server.discovery_url, timeout=5).json()
+        assert document["issuer"] == server.url
+        assert document["authorization_endpoint"].startswith(server.url + "/")
+        assert server.pid_file.exists()
+    finally:
+        server.stop()
+    assert not server.running
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.discovery_url, timeout=5)

@@ -77,7 +77,7 @@ class ServiceEnvironment:
         runtime = ServiceRuntime(definition, self.settings(definition, **overrides))
         parts = definition.build(runtime)
         runtime.add_subscriptions(parts.subscriptions)
-        app = create_app(runtime, parts.blueprints)
+        app = create_app(runtime, parts.blueprints, setup=parts.app_setup)
         runtime.start()
         try:
             yield runtime, app

@@ -1,0 +1,137 @@
+"""Wiring of the API gateway: settings, downstream dependencies, login, rate limits and the public
+routes. It is the only public service: PORT serves /login*, /logout, /v1/* and /docs; /healthz/* and
+/metrics are on ADMIN_PORT only."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from flask import Blueprint, Flask, Response, g, jsonify
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_restful import Api
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from ..kit.config import BaseServiceSettings, ConfigurationError, RedisSettings
+from ..kit.health import Check
+from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from . import resources
+from .downstream import NewsDependency, RestDependency
+from .identity import Login, TokenVerifier
+from .openapi import docs_page, document
+
+
+class GatewaySettings(BaseServiceSettings, RedisSettings):
+    port: int = Field(8080, ge=1, le=65535)
+    admin_port: int | None = Field(8090, ge=1, le=65535)
+    public_base_url: str = "http://127.0.0.1:8080"
+    session_secret: SecretStr  # signs the short-lived OAuth state cookie
+    auth_provider: Literal["github", "oidc"] = "github"
+    oauth_client_id: str
+    oauth_client_secret: SecretStr
+    oidc_discovery_url: str | None = None
+    oidc_provider_name: str = "oidc"
+    link_service_url: str
+    user_service_url: str
+    social_graph_service_url: str
+    news_grpc_address: str
+    caller_token: SecretStr  # required: every internal call carries it
+    rate_limit_per_user: str = "300/minute"
+    rate_limit_per_address: str = "600/minute"
+    trusted_proxy_hops: int = Field(0, ge=0, le=5)  # X-Forwarded-For hops added by our own ingress
+    token_cache_seconds: float = Field(5.0, ge=0, le=60)
+    downstream_timeout: float = Field(5.0, gt=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("rate_limit_per_user", "rate_limit_per_address")
+    @classmethod
+    def _limits(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError for anything flask-limiter would not understand
+        return value
+
+    @field_validator("public_base_url", "link_service_url", "user_service_url", "social_graph_service_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _oidc_needs_discovery(self) -> GatewaySettings:
+        if self.auth_provider == "oidc" and not self.oidc_discovery_url:
+            raise ValueError("OIDC_DISCOVERY_URL is required when AUTH_PROVIDER=oidc")
+        return self
+
+    def validate_caller_auth(self) -> None:
+        """The gateway has no internal endpoints to protect; it only presents its own token."""
+        if self.admin_port == self.port:
+            raise ConfigurationError("configuration error: ADMIN_PORT: must differ from PORT")
+
+
+class _Api(Api):
+    def handle_error(self, e: Exception) -> Any:
+        raise e  # the kit's error handlers give every error the same JSON shape
+
+
+def build(runtime: ServiceRuntime) -> ServiceParts:
+    settings = runtime.settings
+    assert isinstance(settings, GatewaySettings)
+    token = settings.caller_token.get_secret_value()
+    limits = {"timeout_s": settings.downstream_timeout, "failures": settings.breaker_failures,
+              "reset_s": settings.breaker_reset_seconds}
+    links = RestDependency("link", settings.link_service_url, token, **limits)
+    users = RestDependency("user", settings.user_service_url, token, **limits)
+    social = RestDependency("social-graph", settings.social_graph_service_url, token, **limits)
+    news = NewsDependency(settings.news_grpc_address, token, **limits)
+    for dependency in (links, users, social, news):
+        runtime.on_stop(dependency.close)
+    runtime.health.add_readiness_check(Check(
+        "dependencies", lambda: {d.name: d.state for d in (links, users, social, news)}, critical=False))
+
+    verifier = TokenVerifier(users, settings.token_cache_seconds)
+    limiter = Limiter(
+        key_func=get_remote_address, default_limits=[settings.rate_limit_per_address],
+        storage_uri=settings.redis_url, storage_options={"socket_timeout": settings.redis_timeout},
+        headers_enabled=True, key_prefix="gateway", strategy="moving-window",
+        swallow_errors=True,  # limiter storage down: serve rather than fail every request
+    )
+    per_user = limiter.shared_limit(settings.rate_limit_per_user, scope="per-user",
+                                    key_func=lambda: f"user:{g.caller.username}")
+
+    api_blueprint = Blueprint("public_api", __name__)
+
+    @api_blueprint.before_request
+    def authenticate() -> None:
+        g.caller = verifier.caller()
+
+    api = _Api(api_blueprint, decorators=[per_user])
+    dependencies = resources.Dependencies(verifier, links, users, social, news)
+    for resource, path in ((resources.Me, "/v1/me"), (resources.Links, "/v1/links"),
+                           (resources.Following, "/v1/following"), (resources.Followers, "/v1/followers"),
+                           (resources.News, "/v1/news"), (resources.Logout, "/logout")):
+        api.add_resource(resource, path, resource_class_args=(dependencies,))
+
+    login = Login(settings, users)
+    spec = document(settings.public_base_url)
+    entry = Blueprint("entry", __name__)
+    entry.add_url_rule("/login", "login", login.redirect)
+    entry.add_url_rule("/login/authorized", "login_authorized", lambda: jsonify(login.complete()))
+    entry.add_url_rule("/v1/openapi.json", "openapi", lambda: jsonify(spec))
+    entry.add_url_rule("/docs", "docs", lambda: Response(docs_page(spec), content_type="text/html; charset=utf-8"))
+
+    def setup(app: Flask) -> None:
+        app.secret_key = settings.session_secret.get_secret_value()
+        app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                          SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https://"),
+                          SESSION_COOKIE_NAME="delinkcious_login")
+        if settings.trusted_proxy_hops:
+            app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
+        login.init_app(app)
+        limiter.init_app(app)
+
+    return ServiceParts(blueprints=[entry, api_blueprint], app_setup=[setup])
+
+
+DEFINITION = ServiceDefinition(name="api-gateway", settings_class=GatewaySettings, build=build, public=True)

@@ -1,0 +1,160 @@
+"""The gateway's calls to the internal services: caller identity, timeouts, retries for idempotent
+reads only, and a circuit breaker per dependency. Whatever goes wrong downstream reaches the client
+as a 503 with Retry-After (or as the downstream's own 4xx answer), never as a hang or a 500."""
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+
+import grpc
+import pybreaker
+import requests
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..api.news.v1 import news_pb2, news_pb2_grpc
+from ..kit.callers import CALLER_TOKEN_HEADER
+from ..kit.errors import InvalidInput, ServiceError, Unavailable
+from ..kit.events import format_timestamp
+from ..kit.http_client import ServiceClient
+from ..kit.logs import get_logger
+from ..kit.requestctx import current_request_id
+
+log = get_logger(__name__)
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class DownstreamError(ServiceError):
+    """A 4xx answer of an internal service, passed on to the client as it is."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(str(body.get("message") or "request refused"), code=str(body.get("code") or "error"))
+        self.status = status
+        self.details = {key: value for key, value in body.items() if key not in ("message", "code")}
+
+
+class _Failure(Exception):
+    """Counts against the circuit breaker: the dependency failed (as opposed to refusing the request)."""
+
+
+def breaker(name: str, *, failures: int, reset_s: float) -> pybreaker.CircuitBreaker:
+    return pybreaker.CircuitBreaker(fail_max=failures, reset_timeout=reset_s, name=name,
+                                    exclude=[lambda error: not isinstance(error, _Failure)])
+
+
+class RestDependency:
+    def __init__(self, name: str, base_url: str, caller_token: str, *, timeout_s: float,
+                 failures: int, reset_s: float) -> None:
+        self.name = name
+        self._client = ServiceClient(base_url, caller_token=caller_token, read_timeout=timeout_s,
+                                     retries=2, retry_methods=READ_METHODS)
+        self._breaker = breaker(name, failures=failures, reset_s=reset_s)
+        self._reset_s = reset_s
+
+    def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """(status, JSON body or None) of a successful call; DownstreamError for its 4xx answers."""
+        try:
+            response = self._breaker.call(self._send, method, path, **kwargs)
+        except pybreaker.CircuitBreakerError:
+            raise Unavailable(f"{self.name} is unavailable", retry_after=int(self._reset_s)) from None
+        except _Failure as failure:
+            raise Unavailable(f"{self.name} is unavailable") from failure.__cause__
+        body = _json(response)
+        if response.status_code >= 400:
+            if response.status_code in (401, 403):
+                # Our own caller identity was refused: a deployment problem, not the client's.
+                log.error("downstream_refused_caller", dependency=self.name, status=response.status_code)
+                raise Unavailable(f"{self.name} is unavailable")
+            raise DownstreamError(response.status_code, body if isinstance(body, dict) else {})
+        return response.status_code, body
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except Unavailable as exc:
+            raise _Failure() from exc
+        if response.status_code >= 500:
+            log.warning("downstream_failed", dependency=self.name, status=response.status_code)
+            raise _Failure() from None
+        return response
+
+    @property
+    def state(self) -> str:
+        return str(self._breaker.current_state)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _json(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+_EVENT_TYPE_NAMES = {news_pb2.LINK_ADDED: "link_added", news_pb2.LINK_UPDATED: "link_updated",
+                     news_pb2.LINK_DELETED: "link_deleted"}
+
+
+class NewsDependency:
+    """The news service over gRPC (GetNews is a read: retried once on UNAVAILABLE)."""
+
+    name = "news"
+
+    def __init__(self, address: str, caller_token: str, *, timeout_s: float, failures: int, reset_s: float) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = news_pb2_grpc.NewsServiceStub(self._channel)
+        self._caller_token = caller_token
+        self._timeout = timeout_s
+        self._breaker = breaker("news", failures=failures, reset_s=reset_s)
+        self._reset_s = reset_s
+
+    def get_news(self, username: str, start_token: str, limit: int) -> dict[str, Any]:
+        request = news_pb2.GetNewsRequest(username=username, start_token=start_token, limit=limit)
+        try:
+            response = self._breaker.call(self._get, request)
+        except pybreaker.CircuitBreakerError:
+            raise Unavailable("news is unavailable", retry_after=int(self._reset_s)) from None
+        except _Failure as failure:
+            raise Unavailable("news is unavailable") from failure.__cause__
+        return {
+            "events": [
+                {"event_type": _EVENT_TYPE_NAMES.get(event.event_type, "unknown"), "username": event.username,
+                 "url": event.url, "title": event.title, "timestamp": _timestamp(event.timestamp),
+                 "event_id": event.event_id}
+                for event in response.events
+            ],
+            "next_token": response.next_token or None,
+        }
+
+    def _get(self, request: news_pb2.GetNewsRequest) -> news_pb2.GetNewsResponse:
+        metadata = [(CALLER_TOKEN_HEADER.lower(), self._caller_token)]
+        if current_request_id():
+            metadata.append(("x-request-id", current_request_id()))
+        for attempt in (1, 2):
+            try:
+                return self._stub.GetNews(request, metadata=metadata, timeout=self._timeout)
+            except grpc.RpcError as error:
+                code = error.code()
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    field, _, problem = (error.details() or "").partition(": ")
+                    raise InvalidInput(field or "request", problem or "invalid") from None
+                if code == grpc.StatusCode.UNAVAILABLE and attempt == 1:
+                    continue
+                log.warning("downstream_failed", dependency="news", status=code.name)
+                raise _Failure() from error
+        raise AssertionError("unreachable")
+
+    @property
+    def state(self) -> str:
+        return str(self._breaker.current_state)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _timestamp(value: Timestamp) -> str:
+    return format_timestamp(value.ToDatetime(tzinfo=timezone.utc))
