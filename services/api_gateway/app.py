@@ -3,10 +3,12 @@ routes. It is the only public service: PORT serves /login*, /logout, /v1/* and /
 /metrics are on ADMIN_PORT only."""
 from __future__ import annotations
 
+import math
+import time
 from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, g, jsonify
-from flask_limiter import Limiter
+from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_restful import Api
 from limits import parse_many
@@ -92,9 +94,10 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
 
     verifier = TokenVerifier(users, settings.token_cache_seconds)
     limiter = Limiter(
-        key_func=get_remote_address, default_limits=[settings.rate_limit_per_address],
+        # Application limits are checked before anything else, so unauthenticated requests count too.
+        key_func=get_remote_address, application_limits=[settings.rate_limit_per_address],
         storage_uri=settings.redis_url, storage_options={"socket_timeout": settings.redis_timeout},
-        headers_enabled=True, key_prefix="gateway", strategy="moving-window",
+        key_prefix="gateway", strategy="moving-window",
         swallow_errors=True,  # limiter storage down: serve rather than fail every request
     )
     per_user = limiter.shared_limit(settings.rate_limit_per_user, scope="per-user",
@@ -130,6 +133,16 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
         login.init_app(app)
         limiter.init_app(app)
+
+        @app.errorhandler(RateLimitExceeded)
+        def rate_limited(error: RateLimitExceeded) -> Response:
+            limit = limiter.current_limit
+            retry_after = max(1, math.ceil(limit.reset_at - time.time())) if limit else 60
+            response = jsonify({"message": f"rate limit exceeded ({error.description}); retry later",
+                                "code": "rate_limited"})
+            response.status_code = 429
+            response.headers["Retry-After"] = str(retry_after)
+            return response
 
     return ServiceParts(blueprints=[entry, api_blueprint], app_setup=[setup])
 

@@ -22,6 +22,8 @@ from ..kit.requestctx import current_request_id
 log = get_logger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# The codes an internal service answers when it refuses the gateway itself (kit/callers.py).
+CALLER_REFUSED = frozenset({"unauthenticated", "forbidden"})
 
 
 class DownstreamError(ServiceError):
@@ -61,7 +63,7 @@ class RestDependency:
             raise Unavailable(f"{self.name} is unavailable") from failure.__cause__
         body = _json(response)
         if response.status_code >= 400:
-            if response.status_code in (401, 403):
+            if isinstance(body, dict) and body.get("code") in CALLER_REFUSED:
                 # Our own caller identity was refused: a deployment problem, not the client's.
                 log.error("downstream_refused_caller", dependency=self.name, status=response.status_code)
                 raise Unavailable(f"{self.name} is unavailable")

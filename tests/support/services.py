@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from delinkcious.kit.callers import CALLER_TOKEN_HEADER
-from delinkcious.kit.config import PostgresSettings, RedisSettings, load_settings
+from delinkcious.kit.config import NatsSettings, PostgresSettings, RedisSettings, load_settings
 from delinkcious.kit.db import Database, apply_migrations, build_dsn
 from delinkcious.kit.runtime import ServiceDefinition, ServiceRuntime
 from delinkcious.kit.web import create_app
@@ -54,11 +54,11 @@ class ServiceEnvironment:
         """Settings wired to the suite's servers: only the stores this service's settings declare."""
         values: dict[str, Any] = {
             "service_name": definition.name,
-            "nats_url": self.nats_url,
             "trusted_callers_dir": self.callers_dir,
             "allowed_callers": "api-gateway",
-            "outbox_poll_interval": 0.2,
         }
+        if issubclass(definition.settings_class, NatsSettings):
+            values.update(nats_url=self.nats_url, outbox_poll_interval=0.2)
         if issubclass(definition.settings_class, PostgresSettings):
             access = self.database(definition)
             values.update(database_url=access.dsn, database_password=access.read_password())
