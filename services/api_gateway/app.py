@@ -147,4 +147,5 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     return ServiceParts(blueprints=[entry, api_blueprint], app_setup=[setup])
 
 
-DEFINITION = ServiceDefinition(name="api-gateway", settings_class=GatewaySettings, build=build, public=True)
+DEFINITION = ServiceDefinition(name="api-gateway", settings_class=GatewaySettings, build=build, public=True,
+                               redis_critical=False)

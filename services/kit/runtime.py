@@ -42,6 +42,9 @@ class ServiceDefinition:
     # A public service (the API gateway) authenticates end users itself; internal services demand
     # a caller identity on every non-operator request.
     public: bool = False
+    # False where Redis only helps (the gateway's rate-limit counters): reported, not a reason to
+    # leave load balancing.
+    redis_critical: bool = True
 
     def migration_dirs(self) -> list[Path]:
         return [KIT_MIGRATIONS, *self.migrations]
@@ -93,7 +96,7 @@ class ServiceRuntime:
                 socket_connect_timeout=settings.redis_timeout, health_check_interval=30,
                 decode_responses=True, client_name=definition.name,
             )
-            self.health.add_readiness_check(Check("redis", self._ping_redis))
+            self.health.add_readiness_check(Check("redis", self._ping_redis, critical=definition.redis_critical))
         if isinstance(settings, NatsSettings):
             self.nats = NatsConnection(settings.nats_url, client_name=definition.name, streams=definition.publishes)
             # The outbox keeps writes durable while the broker is away, so a broker outage degrades the
