@@ -123,3 +123,17 @@ def cleanup(api: GatewaySession) -> Iterator[Cleanup]:
     actions = Cleanup(api)
     yield actions
     actions.run()
+
+
+@pytest.fixture(scope="session")
+def openapi_schema(settings: Settings):
+    """The gateway's own OpenAPI document, loaded by schemathesis from the system under test."""
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{settings.base_url.rstrip('/')}/v1/openapi.json",
+                                         timeout=settings.request_timeout)
+
+
+@pytest.fixture(scope="session")
+def conformance_user(settings: Settings, run_id: str, pre_issued: list[User]) -> User:
+    return Users(settings, run_id, pre_issued).new("conformance")

@@ -43,7 +43,7 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
     rate_limit_per_address: str = "600/minute"
     trusted_proxy_hops: int = Field(0, ge=0, le=5)  # X-Forwarded-For hops added by our own ingress
     token_cache_seconds: float = Field(5.0, ge=0, le=60)
-    downstream_timeout: float = Field(5.0, gt=0)
+    downstream_timeout: float = Field(3.0, gt=0)
     breaker_failures: int = Field(5, ge=1)
     breaker_reset_seconds: float = Field(10.0, gt=0)
 

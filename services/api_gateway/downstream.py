@@ -48,8 +48,9 @@ class RestDependency:
     def __init__(self, name: str, base_url: str, caller_token: str, *, timeout_s: float,
                  failures: int, reset_s: float) -> None:
         self.name = name
+        # One retry at most: with the timeout it bounds how long a client waits for a 503.
         self._client = ServiceClient(base_url, caller_token=caller_token, read_timeout=timeout_s,
-                                     retries=2, retry_methods=READ_METHODS)
+                                     retries=1, retry_methods=READ_METHODS)
         self._breaker = breaker(name, failures=failures, reset_s=reset_s)
         self._reset_s = reset_s
 

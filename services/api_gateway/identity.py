@@ -3,6 +3,7 @@ Delinkcious access tokens through the user service with a short-lived cache."""
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from ..kit.logs import get_logger
 from .downstream import DownstreamError, RestDependency
 
 log = get_logger(__name__)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 GITHUB = {
     "access_token_url": "https://github.com/login/oauth/access_token",
@@ -114,14 +116,15 @@ class Login:
             "provider": self._provider_name,
             "subject": str(profile["subject"]),
             "login": profile.get("login"),
-            # Providers may put anything in "email" (test providers do); keep only an address.
-            "email": email if isinstance(email, str) and "@" in email else None,
-            "name": profile.get("name"),
+            # Optional claims we cannot use are dropped rather than failing the login.
+            "email": email if isinstance(email, str) and _EMAIL.match(email) and len(email) <= 320 else None,
+            "name": name[:200] if isinstance(name := profile.get("name"), str) else None,
         }
         try:
             _, login = self._users.call("POST", "/v1/logins", json=identity)
-        except DownstreamError as refused:  # e.g. a provider profile our rules refuse
-            raise InvalidInput(refused.details.get("field", "profile"), refused.message) from None
+        except DownstreamError as refused:  # e.g. a provider subject our rules refuse
+            field = refused.details.get("field", "profile")
+            raise InvalidInput(field, refused.message.removeprefix(f"{field}: ")) from None
         username = login["user"]["username"]
         _, issued = self._users.call("POST", f"/v1/users/{username}/tokens")
         log.info("user_logged_in", user=username, created=login["created"], provider=self._provider_name)

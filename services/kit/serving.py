@@ -8,6 +8,7 @@ consumers, drains the outbox and closes its pools; the master exits 0.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 from typing import Any
@@ -102,6 +103,7 @@ def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
 
     `metrics_dir` is the multi-process metrics directory this process created (and removes at exit).
     """
+    owner = os.getpid()
     try:
         try:
             settings = load_settings(definition.settings_class, service_name=definition.name)
@@ -130,5 +132,7 @@ def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
         ServiceApplication(definition, settings).run()
         return 0
     finally:
-        if metrics_dir:
+        # gunicorn's forked workers unwind through here too when they exit: only the process that
+        # made the directory (the master) may remove it, or the surviving workers lose their metrics.
+        if metrics_dir and os.getpid() == owner:
             shutil.rmtree(metrics_dir, ignore_errors=True)

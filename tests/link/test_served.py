@@ -93,3 +93,29 @@ def test_sigterm_finishes_accepted_requests_and_publishes_their_events(served_li
     assert {event["url"] for event in events} == accepted
     assert len(events) == len(accepted)
     assert '"event": "outbox_drained"' in served_link.logs()
+
+
+def test_a_worker_that_exits_leaves_the_others_working(served_link, service_environment):
+    """gunicorn replaces a dead worker; the shared multi-process metrics directory must survive it."""
+    import psutil
+
+    master = psutil.Process(served_link.process.pid)
+
+    def workers_when(count: int) -> list:
+        deadline = time.monotonic() + 30
+        while len(master.children()) != count and time.monotonic() < deadline:
+            time.sleep(0.1)  # gunicorn forks its workers one after the other
+        return master.children()
+
+    workers = workers_when(2)
+    assert len(workers) == 2
+    workers[0].terminate()
+    workers[0].wait(30)
+    headers = service_environment.caller_headers()
+    user = unique_username()
+    assert len(workers_when(2)) == 2
+    for index in range(10):  # both the surviving and the replacement worker answer
+        response = served_link.request("POST", f"/v1/users/{user}/links",
+                                       json={"url": f"https://survivor.example/{index}", "title": "t"}, headers=headers)
+        assert response.status_code == 201, response.text
+    assert served_link.request("GET", "/metrics").status_code == 200

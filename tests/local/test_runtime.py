@@ -361,6 +361,10 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     assert ["postgres", f"postgresql://127.0.0.1:{server_ports[0]}/postgres", "yes"] in rows
     assert ["nats", f"nats://127.0.0.1:{server_ports[1]}", "yes"] in rows
     assert ["redis", f"redis://127.0.0.1:{server_ports[2]}/0", "yes"] in rows
+    # No gateway, so no identity provider and no gateway secrets.
+    assert not (data_dir / "oidc-provider").exists()
+    assert not (data_dir / "secrets" / "gateway-session-secret").exists()
+    assert not any(row and row[0] == "oidc-provider" for row in rows)
     superuser_password = (data_dir / "postgres" / "superuser-password").read_text().strip()
     developer_token = (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip()
     assert superuser_password not in transcript and developer_token not in transcript

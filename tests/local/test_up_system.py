@@ -17,19 +17,21 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> UpProcess:
     command = [
         sys.executable, "-m", "delinkcious.cli", "up", "--data-dir", str(data_dir),
         "--postgres-port", str(ports["postgres"]), "--nats-port", str(ports["nats"]),
-        "--redis-port", str(ports["redis"]), "--log-format", "json",
+        "--redis-port", str(ports["redis"]), "--oidc-port", str(ports["oidc"]), "--log-format", "json",
     ]  # fmt: skip
     return UpProcess(command, {**inherited_environment(), "LINK__PORT": str(ports["link"]),
                                "USER__PORT": str(ports["user"]), "SOCIAL_GRAPH__PORT": str(ports["social-graph"]),
                                "NEWS__PORT": str(ports["news"]), "NEWS__GRPC_PORT": str(ports["news-grpc"]),
                                "LINK_CHECKER__PORT": str(ports["link-checker"]),
+                               "API_GATEWAY__PORT": str(ports["api-gateway"]),
+                               "API_GATEWAY__ADMIN_PORT": str(ports["api-gateway-admin"]),
                                "LINK__MAX_LINKS_PER_USER": "3"})
 
 
 def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
     data_dir = tmp_path / "data"
-    ports = {name: free_port() for name in ("postgres", "nats", "redis", "link", "user", "social-graph", "news",
-                                            "news-grpc", "link-checker")}
+    ports = {name: free_port() for name in ("postgres", "nats", "redis", "oidc", "link", "user", "social-graph",
+                                            "news", "news-grpc", "link-checker", "api-gateway", "api-gateway-admin")}
     links_url = f"http://127.0.0.1:{ports['link']}/v1/users/ann/links"
 
     first = start_up(data_dir, ports)
@@ -61,7 +63,7 @@ def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
         code, transcript = first.stop()
     assert code == 0, transcript
     rows = [line.split() for line in first.output]
-    for service in ("link", "user", "social-graph", "news", "link-checker"):
+    for service in ("link", "user", "social-graph", "news", "link-checker", "api-gateway"):
         assert [service, f"http://127.0.0.1:{ports[service]}", "yes"] in rows
     assert token not in transcript
 
