@@ -178,3 +178,10 @@ def test_every_public_route_is_in_the_openapi_document(gateway, internal):
 
     schema = schemathesis.openapi.from_dict(spec)
     assert len(list(schema.get_all_operations())) == sum(len(ops) for ops in spec["paths"].values())
+
+
+@pytest.mark.parametrize("query", ["", "?code=abc&state=forged", "?error=access_denied"])
+def test_a_callback_that_is_not_ours_is_a_clean_401(gateway, internal, query):
+    with gateway() as (_, app):
+        response = app.test_client().get(f"/login/authorized{query}")
+    assert_error(response, 401, "login_failed")
