@@ -13,46 +13,33 @@ from delinkcious.local.servers import NatsServer, PostgresServer, RedisServer, e
 from tests.support.services import ServiceEnvironment
 
 
-@pytest.fixture(scope="session")
-def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("TEST_POSTGRES_URL")
+def _session_server(configured_variable: str, server_class, factory: pytest.TempPathFactory, address):
+    """A server for the whole session, unless `configured_variable` names one that already runs."""
+    configured = os.environ.get(configured_variable)
     if configured:
         yield configured
         return
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server = server_class(factory.mktemp(server_class.name))
     server.start()
     try:
-        yield server.admin_dsn
+        yield address(server)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _session_server("TEST_POSTGRES_URL", PostgresServer, tmp_path_factory, lambda s: s.admin_dsn)
 
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("TEST_NATS_URL")
-    if configured:
-        yield configured
-        return
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from _session_server("TEST_NATS_URL", NatsServer, tmp_path_factory, lambda s: s.url)
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("TEST_REDIS_URL")
-    if configured:
-        yield configured
-        return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from _session_server("TEST_REDIS_URL", RedisServer, tmp_path_factory, lambda s: s.url)
 
 
 def _private_server(server_class, data_dir: Path):
