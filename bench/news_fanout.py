@@ -19,15 +19,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import redis
-
-from delinkcious.kit.events import FOLLOWED, LINK_ADDED, Event
+from delinkcious.contracts.events import FOLLOWED, LINK_ADDED, Event
 from delinkcious.news.service import NewsService
 from delinkcious.news.store import RedisFeedStore
 
 
 def run(redis_url: str, followers: int, runs: int) -> list[float]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    service = NewsService(RedisFeedStore(client), service_name="bench", feed_max_length=1000)
+    service = NewsService(RedisFeedStore(client), feed_max_length=1000)
     author = f"author-{uuid.uuid4().hex[:8]}"
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for index in range(followers):

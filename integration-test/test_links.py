@@ -6,15 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from delinkcious_client import (
-    Cleanup,
-    GatewaySession,
-    User,
-    assert_error,
-    assert_ok,
-    parse_timestamp,
-    walk_pages,
-)
+from delinkcious_client import Cleanup, GatewaySession, User, assert_error, assert_ok, parse_timestamp, walk_pages
 
 
 @pytest.fixture

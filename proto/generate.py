@@ -1,4 +1,5 @@
-"""Generate the Python gRPC code from proto/ into services/api/ (the import package delinkcious.api).
+"""Generate the Python gRPC code from proto/ into services/contracts/ (the import package
+delinkcious.contracts, which also holds the event and public API contracts).
 
 Run by `./build.sh proto`; tests/test_proto.py regenerates into a temporary directory and fails when
 the committed code differs, so generated code is never edited by hand nor left stale.
@@ -12,9 +13,9 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
 REPOSITORY = PROTO_ROOT.parent
-# proto/delinkcious/api/... generates delinkcious/api/..., which is services/api/ in this repository.
-GENERATED_PACKAGE = Path("delinkcious") / "api"
-TARGET = REPOSITORY / "services" / "api"
+# proto/delinkcious/contracts/... generates delinkcious/contracts/..., which is services/contracts/ here.
+GENERATED_PACKAGE = Path("delinkcious") / "contracts"
+TARGET = REPOSITORY / "services" / "contracts"
 HEADER = "# Generated from proto/ by proto/generate.py: do not edit.\n"
 
 
@@ -37,8 +38,9 @@ def generate(target: Path = TARGET) -> list[Path]:
         if protoc.main(arguments) != 0:
             raise RuntimeError("protoc failed")
         produced = Path(scratch) / GENERATED_PACKAGE
-        if target.exists():
-            shutil.rmtree(target)
+        # Only the generated packages are replaced: the target holds hand-written contracts too.
+        for generated_package in (path for path in produced.iterdir() if path.is_dir()):
+            shutil.rmtree(target / generated_package.name, ignore_errors=True)
         written = []
         for source in sorted(produced.rglob("*")):
             if source.is_dir():
@@ -47,7 +49,7 @@ def generate(target: Path = TARGET) -> list[Path]:
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_text(HEADER + source.read_text())
             written.append(destination)
-        packages = {target} | {parent for path in written for parent in path.parents if parent.is_relative_to(target)}
+        packages = {parent for path in written for parent in path.parents if parent.is_relative_to(target)}
         for package in sorted(packages):
             (package / "__init__.py").touch()
         return written

@@ -20,17 +20,17 @@ def main(argv: list[str] | None = None) -> int:
         return up(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from .registry import get_service
+    from .catalogue import get_service
 
     try:
         spec = get_service(args.service)
     except KeyError as exc:
         parser.error(str(exc.args[0]))
-    from .kit.multiprocess import prepare_metrics_directory
+    from .kit.observability.multiprocess import prepare_metrics_directory
 
     # Before anything imports prometheus_client: it reads PROMETHEUS_MULTIPROC_DIR on import.
     metrics_dir = prepare_metrics_directory(spec.name)
-    from .kit.serving import serve as serve_service
+    from .kit.serving.gunicorn import serve as serve_service
 
     return serve_service(spec.definition(), metrics_dir=metrics_dir)
 

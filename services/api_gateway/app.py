@@ -15,19 +15,21 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..kit.config import BaseServiceSettings, ConfigurationError, RedisSettings
-from ..kit.health import Check
-from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from ..catalogue import get_service
+from ..kit.observability.health import Check
+from ..kit.serving.config import BaseServiceSettings, ConfigurationError, RedisSettings
+from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from . import resources
 from .downstream import NewsDependency, RestDependency
 from .identity import Login, TokenVerifier
 from .openapi import docs_page, document
 
+FACTS = get_service("api-gateway")
 
 class GatewaySettings(BaseServiceSettings, RedisSettings):
-    port: int = Field(8080, ge=1, le=65535)
-    admin_port: int | None = Field(8090, ge=1, le=65535)
-    public_base_url: str = "http://127.0.0.1:8080"
+    port: int = Field(FACTS.port, ge=1, le=65535)
+    admin_port: int | None = Field(FACTS.admin_port, ge=1, le=65535)
+    public_base_url: str = f"http://127.0.0.1:{FACTS.port}"
     session_secret: SecretStr  # signs the short-lived OAuth state cookie
     auth_provider: Literal["github", "oidc"] = "github"
     oauth_client_id: str
@@ -147,5 +149,5 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     return ServiceParts(blueprints=[entry, api_blueprint], app_setup=[setup])
 
 
-DEFINITION = ServiceDefinition(name="api-gateway", settings_class=GatewaySettings, build=build, public=True,
+DEFINITION = ServiceDefinition(name=FACTS.name, settings_class=GatewaySettings, build=build, public=True,
                                redis_critical=False)

@@ -11,13 +11,13 @@ import pybreaker
 import requests
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ..api.news.v1 import news_pb2, news_pb2_grpc
-from ..kit.callers import CALLER_TOKEN_HEADER
-from ..kit.errors import InvalidInput, ServiceError, Unavailable
-from ..kit.events import format_timestamp
-from ..kit.http_client import ServiceClient
-from ..kit.logs import get_logger
-from ..kit.requestctx import current_request_id
+from ..contracts.news.v1 import news_pb2, news_pb2_grpc
+from ..kit.core.clock import format_timestamp
+from ..kit.core.errors import InvalidInput, ServiceError, Unavailable
+from ..kit.observability.context import current_request_id
+from ..kit.observability.logs import get_logger
+from ..kit.serving.callers import CALLER_TOKEN_HEADER
+from ..kit.serving.http_client import ServiceClient
 
 log = get_logger(__name__)
 

@@ -13,8 +13,8 @@ from authlib.integrations.flask_client import OAuth
 from cachetools import TTLCache
 from flask import Flask, request
 
-from ..kit.errors import InvalidInput, ServiceError, Unauthenticated
-from ..kit.logs import get_logger
+from ..kit.core.errors import InvalidInput, ServiceError, Unauthenticated
+from ..kit.observability.logs import get_logger
 from .downstream import DownstreamError, RestDependency
 
 log = get_logger(__name__)

@@ -8,9 +8,9 @@ from urllib.parse import quote
 from flask import g, request
 from flask_restful import Resource
 
-from ..kit.errors import InvalidInput
-from ..kit.logs import bind_contextvars
-from ..kit.pages import validate_limit
+from ..kit.core.errors import InvalidInput
+from ..kit.core.pages import validate_limit
+from ..kit.observability.logs import bind_contextvars
 from .downstream import NewsDependency, RestDependency
 from .identity import Caller, TokenVerifier
 

@@ -5,26 +5,23 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..kit.config import BaseServiceSettings, NatsSettings, PostgresSettings
-from ..kit.consumer import Subscription
-from ..kit.errors import InvalidInput
-from ..kit.events import (
-    LINK_CHECKED,
-    LINK_CHECKS_STREAM,
-    LINKS_STREAM,
-    Event,
-    parse_timestamp,
-)
-from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
-from ..kit.validation import validate_username
+from ..catalogue import get_service
+from ..contracts.events import LINK_CHECKED, LINK_CHECKS_STREAM, LINKS_STREAM, Event
+from ..kit.core.clock import parse_timestamp
+from ..kit.core.errors import InvalidInput
+from ..kit.core.validation import validate_username
+from ..kit.messaging.consumer import Subscription
+from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings
+from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .domain import CHECK_STATUSES, CheckResult, validate_url
 from .http import links_blueprint
 from .repository import PostgresUnitOfWork
 from .service import CHECK_RESULTS_CONSUMER, LinkService
 
+FACTS = get_service("link")
 
 class LinkSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
-    port: int = Field(8081, ge=1, le=65535)
+    port: int = Field(FACTS.port, ge=1, le=65535)
     max_links_per_user: int = Field(10000, ge=1)
 
 
@@ -75,7 +72,7 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
 
 
 DEFINITION = ServiceDefinition(
-    name="link",
+    name=FACTS.name,
     settings_class=LinkSettings,
     build=build,
     migrations=(Path(__file__).parent / "migrations",),

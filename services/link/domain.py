@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ..kit.errors import Conflict, InvalidInput
-from ..kit.urls import DEFAULT_PORTS
-from ..kit.urls import normalise_url as normalise_url  # re-exported: the link identity rule
-from ..kit.validation import reject_unknown_fields
+from ..kit.core.errors import Conflict, InvalidInput
+from ..kit.core.urls import DEFAULT_PORTS
+from ..kit.core.urls import normalise_url as normalise_url  # re-exported: the link identity rule
+from ..kit.core.validation import reject_unknown_fields
 
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 500

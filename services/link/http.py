@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from ..kit.events import format_timestamp
-from ..kit.logs import bind_contextvars
-from ..kit.pages import validate_limit
-from ..kit.validation import validate_username
-from ..kit.web import json_object
+from ..kit.core.clock import format_timestamp
+from ..kit.core.pages import validate_limit
+from ..kit.core.validation import validate_username
+from ..kit.observability.logs import bind_contextvars
+from ..kit.serving.web import json_object
 from .domain import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,

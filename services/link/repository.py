@@ -10,10 +10,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from ..kit.errors import InvalidInput
-from ..kit.unit_of_work import InMemoryStore
-from ..kit.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
-from ..kit.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
+from ..kit.core.errors import InvalidInput
+from ..kit.core.unit_of_work import InMemoryStore
+from ..kit.core.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
+from ..kit.postgres.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
 from .domain import CheckResult, Link, LinkFilter
 from .service import LinkRepository, UnitOfWork
 

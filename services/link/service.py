@@ -6,17 +6,11 @@ import abc
 from collections.abc import Callable
 from datetime import datetime
 
-from ..kit.errors import NotFound
-from ..kit.events import (
-    LINK_ADDED,
-    LINK_DELETED,
-    LINK_UPDATED,
-    Event,
-    format_timestamp,
-    utc_now,
-)
-from ..kit.pages import decode_page_token, encode_page_token
-from ..kit.unit_of_work import UnitOfWork as KitUnitOfWork
+from ..contracts.events import LINK_ADDED, LINK_DELETED, LINK_UPDATED, Event
+from ..kit.core.clock import format_timestamp, utc_now
+from ..kit.core.errors import NotFound
+from ..kit.core.pages import decode_page_token, encode_page_token
+from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     CheckResult,
     DuplicateLink,

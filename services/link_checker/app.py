@@ -9,13 +9,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from ..kit import metrics
-from ..kit.config import BaseServiceSettings, NatsSettings, RedisSettings
-from ..kit.consumer import Subscription
-from ..kit.events import LINK_ADDED, LINK_CHECKS_STREAM, LINK_UPDATED, LINKS_STREAM, Event
-from ..kit.logs import get_logger
-from ..kit.requestctx import current_request_id
-from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from ..catalogue import get_service
+from ..contracts.events import LINK_ADDED, LINK_CHECKS_STREAM, LINK_UPDATED, LINKS_STREAM, Event
+from ..kit.messaging.consumer import Subscription
+from ..kit.observability import metrics
+from ..kit.observability.context import current_request_id
+from ..kit.observability.logs import get_logger
+from ..kit.serving.config import BaseServiceSettings, NatsSettings, RedisSettings
+from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .domain import AddressPolicy, CheckPolicy, CheckRequest, parse_networks
 from .fetcher import AddressGuard, PinnedHttpFetcher, SystemResolver
 from .redis_store import RedisHostThrottle, RedisResultCache
@@ -26,8 +27,10 @@ log = get_logger(__name__)
 DEFAULT_USER_AGENT = "Delinkcious-LinkChecker/1.0 (+https://github.com/the-gigi/delinkcious)"
 
 
+FACTS = get_service("link-checker")
+
 class LinkCheckerSettings(BaseServiceSettings, NatsSettings, RedisSettings):
-    port: int = Field(8085, ge=1, le=65535)  # /healthz/* and /metrics only
+    port: int = Field(FACTS.port, ge=1, le=65535)  # /healthz/* and /metrics only
     # A check in flight may be retrying: give consumers time to finish it before the process exits.
     shutdown_drain_timeout: float = Field(30.0, gt=0, le=600)
 
@@ -116,7 +119,7 @@ def _record(service: str, request: CheckRequest, outcome: CheckOutcome) -> None:
 
 
 DEFINITION = ServiceDefinition(
-    name="link-checker",
+    name=FACTS.name,
     settings_class=LinkCheckerSettings,
     build=build,
     publishes=(LINK_CHECKS_STREAM,),

@@ -9,10 +9,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
-from ..kit.errors import InvalidInput
-from ..kit.events import parse_timestamp
-from ..kit.urls import DEFAULT_PORTS
-from ..kit.validation import validate_username
+from ..kit.core.clock import parse_timestamp
+from ..kit.core.errors import InvalidInput
+from ..kit.core.urls import DEFAULT_PORTS
+from ..kit.core.validation import validate_username
 
 MAX_URL_LENGTH = 2048
 MAX_REASON_LENGTH = 200

@@ -26,7 +26,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, Protocol
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.ssl_match_hostname import CertificateError
 
-from ..kit.urls import DEFAULT_PORTS
+from ..kit.core.urls import DEFAULT_PORTS
 from .domain import AddressPolicy, Reply
 from .service import AddressRefused, Fetcher, FetchFailed
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..kit.events import format_timestamp, parse_timestamp
+from ..kit.core.clock import format_timestamp, parse_timestamp
 from .domain import Verdict
 from .service import CachedVerdict, HostBusy, HostThrottle, ResultCache
 

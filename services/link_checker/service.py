@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..kit.events import LINK_CHECKED, Event, derived_event_id, format_timestamp, utc_now
-from ..kit.urls import normalise_url
+from ..contracts.events import LINK_CHECKED, Event, derived_event_id
+from ..kit.core.clock import format_timestamp, utc_now
+from ..kit.core.urls import normalise_url
 from .domain import CheckPolicy, CheckRequest, Redirect, Reply, Transient, Verdict
 
 # The durable JetStream consumer shared by all replicas, and the producer name of derived event ids.

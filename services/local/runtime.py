@@ -25,11 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.extensions
+from delinkcious.catalogue import ServiceFacts
 from delinkcious.local.processes import ChildProcess
 from delinkcious.local.servers import (
     DatabaseAccess,
@@ -92,29 +92,6 @@ MANAGED_VARIABLES = frozenset(
 )
 
 
-class ServiceSpec(Protocol):
-    """What the runtime needs from an entry of `delinkcious.registry.SERVICES`."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def default_port(self) -> int: ...
-    @property
-    def uses_postgres(self) -> bool: ...
-    @property
-    def uses_redis(self) -> bool: ...
-    @property
-    def uses_nats(self) -> bool: ...
-    @property
-    def allowed_callers(self) -> tuple[str, ...]: ...
-    @property
-    def calls(self) -> tuple[str, ...]: ...
-    @property
-    def admin_port(self) -> int | None: ...
-    @property
-    def grpc_port(self) -> int | None: ...
-
-
 # --------------------------------------------------------------------------------------
 # Options
 
@@ -170,8 +147,8 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str], stdout_is_tty
     )
 
 
-def select_services(services: Sequence[ServiceSpec], only: Sequence[str]) -> list[ServiceSpec]:
-    """The services named by --only (all of them if none is named), in registry order."""
+def select_services(services: Sequence[ServiceFacts], only: Sequence[str]) -> list[ServiceFacts]:
+    """The services named by --only (all of them if none is named), in catalogue order."""
     known = {spec.name for spec in services}
     unknown = [name for name in only if name not in known]
     if unknown:
@@ -246,13 +223,13 @@ class ServiceWiring:
     oidc_discovery_url: str | None = None  # the identity provider the gateway signs people in with
 
 
-def service_port(spec: ServiceSpec, base_env: Mapping[str, str]) -> int:
+def service_port(spec: ServiceFacts, base_env: Mapping[str, str]) -> int:
     """The port a service listens on: its `<SERVICE>__PORT` override, else its default."""
-    return int(base_env.get(f"{override_prefix(spec.name)}PORT", spec.default_port))
+    return int(base_env.get(f"{override_prefix(spec.name)}PORT", spec.port))
 
 
-def service_grpc_port(spec: ServiceSpec, base_env: Mapping[str, str]) -> int | None:
-    """The port of a service's gRPC API: its `<SERVICE>__GRPC_PORT` override, else the registry's."""
+def service_grpc_port(spec: ServiceFacts, base_env: Mapping[str, str]) -> int | None:
+    """The port of a service's gRPC API: its `<SERVICE>__GRPC_PORT` override, else the catalogue's."""
     if spec.grpc_port is None:
         return None
     return int(base_env.get(f"{override_prefix(spec.name)}GRPC_PORT", spec.grpc_port))
@@ -273,7 +250,7 @@ def override_prefix(service_name: str) -> str:
     return service_name.upper().replace("-", "_") + "__"
 
 
-def service_environment(spec: ServiceSpec, wiring: ServiceWiring, base_env: Mapping[str, str]) -> dict[str, str]:
+def service_environment(spec: ServiceFacts, wiring: ServiceWiring, base_env: Mapping[str, str]) -> dict[str, str]:
     """The environment of one service process.
 
     Our own environment minus the variables the runtime manages and minus every
@@ -291,7 +268,7 @@ def service_environment(spec: ServiceSpec, wiring: ServiceWiring, base_env: Mapp
     environment.update(
         SERVICE_NAME=spec.name,
         HOST=wiring.host,
-        PORT=str(spec.default_port),
+        PORT=str(spec.port),
         LOG_FORMAT=wiring.log_format,
         CALLER_TOKEN_FILE=str(wiring.secrets.caller_token_file(spec.name)),
         TRUSTED_CALLERS_DIR=str(wiring.secrets.callers_dir),
@@ -315,7 +292,7 @@ def service_environment(spec: ServiceSpec, wiring: ServiceWiring, base_env: Mapp
     return environment
 
 
-def _dependency_variables(spec: ServiceSpec, wiring: ServiceWiring) -> dict[str, str]:
+def _dependency_variables(spec: ServiceFacts, wiring: ServiceWiring) -> dict[str, str]:
     variables: dict[str, str] = {}
     if spec.uses_postgres:
         database = wiring.databases[spec.name]
@@ -524,7 +501,7 @@ class LocalRuntime:
     def __init__(
         self,
         options: Options,
-        all_services: Sequence[ServiceSpec],
+        all_services: Sequence[ServiceFacts],
         environ: Mapping[str, str],
         command_for: Callable[[str], list[str]] = service_command,
     ) -> None:
@@ -721,15 +698,15 @@ def _configure_logging() -> None:
     package_log.propagate = False
 
 
-def up(argv: list[str], *, services: Sequence[ServiceSpec] | None = None) -> int:
-    """Run the system until SIGINT/SIGTERM; `services` defaults to the registry."""
+def up(argv: list[str], *, services: Sequence[ServiceFacts] | None = None) -> int:
+    """Run the system until SIGINT/SIGTERM; `services` defaults to the catalogue."""
     try:
         options = parse_options(argv, os.environ, sys.stdout.isatty())
     except SystemExit as exit_request:  # --help, or a usage error already printed by argparse
         return int(exit_request.code or 0)
     _configure_logging()
     if services is None:
-        from delinkcious.registry import SERVICES
+        from delinkcious.catalogue import SERVICES
 
         services = SERVICES
     try:

@@ -36,12 +36,7 @@ from urllib.parse import quote, urlencode
 import psutil
 import psycopg2
 import psycopg2.extensions
-from delinkcious.local.processes import (
-    ChildProcess,
-    RunAs,
-    popen_credentials,
-    stop_leftover,
-)
+from delinkcious.local.processes import ChildProcess, RunAs, popen_credentials, stop_leftover
 from psycopg2 import sql
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..kit.errors import InvalidInput
+from ..kit.core.errors import InvalidInput
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100

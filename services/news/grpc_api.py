@@ -7,8 +7,8 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ..api.news.v1 import news_pb2, news_pb2_grpc
-from ..kit.logs import bind_contextvars
+from ..contracts.news.v1 import news_pb2, news_pb2_grpc
+from ..kit.observability.logs import bind_contextvars
 from .domain import FeedItem
 from .service import NewsService
 

@@ -3,22 +3,12 @@ feeds (fan-out on write), and read a feed page by page."""
 from __future__ import annotations
 
 import abc
-import time
 
-from ..kit import metrics
-from ..kit.errors import InvalidInput
-from ..kit.events import Event
-from ..kit.pages import decode_cursor, encode_cursor
-from ..kit.validation import validate_username
-from .domain import (
-    LINK_EVENT_TYPES,
-    FeedItem,
-    FeedPosition,
-    FollowWindow,
-    next_position,
-    to_millis,
-    validate_page_size,
-)
+from ..contracts.events import Event
+from ..kit.core.errors import InvalidInput
+from ..kit.core.pages import decode_cursor, encode_cursor
+from ..kit.core.validation import validate_username
+from .domain import LINK_EVENT_TYPES, FeedItem, FeedPosition, FollowWindow, next_position, to_millis, validate_page_size
 
 
 class FeedStore(abc.ABC):
@@ -57,23 +47,21 @@ class FeedStore(abc.ABC):
 
 
 class NewsService:
-    def __init__(self, store: FeedStore, *, service_name: str, feed_max_length: int,
-                 authored_history: int = 200) -> None:
+    def __init__(self, store: FeedStore, *, feed_max_length: int, authored_history: int = 200) -> None:
         self._store = store
-        self._service = service_name
         self._max_length = feed_max_length
         self._history = authored_history
 
     # --- events -----------------------------------------------------------------------------
-    def apply_link_event(self, event: Event) -> None:
+    def apply_link_event(self, event: Event) -> int:
+        """Fan a link event out to the feeds of everyone following its author at the time; returns
+        how many feeds it was written to."""
         item = feed_item_from_event(event)
-        started = time.perf_counter()
         self._store.remember_authored(item, self._history)
         readers = [window.follower for window in self._store.follow_windows(item.author)
                    if window.sees(item.occurred_ms)]
         self._store.add_to_feeds(readers, item, self._max_length)
-        metrics.FEED_FANOUT_FOLLOWERS.labels(self._service).observe(len(readers))
-        metrics.FEED_FANOUT_DURATION.labels(self._service).observe(time.perf_counter() - started)
+        return len(readers)
 
     def apply_follow(self, event: Event) -> None:
         follower, followed = follow_parties(event)

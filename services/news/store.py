@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from ..kit.errors import Unavailable
+from ..kit.core.errors import Unavailable
 from .domain import FeedItem, FeedPosition, FollowWindow
 from .service import FeedStore
 

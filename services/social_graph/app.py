@@ -6,20 +6,22 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from ..kit.config import BaseServiceSettings, NatsSettings, PostgresSettings
-from ..kit.consumer import Subscription
-from ..kit.events import SOCIAL_STREAM, USER_CREATED, USERS_STREAM, Event
-from ..kit.http_client import ServiceClient
-from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
-from ..kit.validation import validate_username
+from ..catalogue import get_service
+from ..contracts.events import SOCIAL_STREAM, USER_CREATED, USERS_STREAM, Event
+from ..kit.core.validation import validate_username
+from ..kit.messaging.consumer import Subscription
+from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings
+from ..kit.serving.http_client import ServiceClient
+from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .http import social_graph_blueprint
 from .repository import PostgresUnitOfWork
 from .service import KNOWN_USERS_CONSUMER, SocialGraphService
 from .user_directory import UserServiceDirectory
 
+FACTS = get_service("social-graph")
 
 class SocialGraphSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
-    port: int = Field(8083, ge=1, le=65535)
+    port: int = Field(FACTS.port, ge=1, le=65535)
     # Where the user service listens, asked about users the projection does not know yet.
     user_service_url: str
     # Required here: this service calls the user service, which wants to know who is calling.
@@ -61,7 +63,7 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
 
 
 DEFINITION = ServiceDefinition(
-    name="social-graph",
+    name=FACTS.name,
     settings_class=SocialGraphSettings,
     build=build,
     migrations=(Path(__file__).parent / "migrations",),

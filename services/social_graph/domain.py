@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from ..kit.errors import InvalidInput
-from ..kit.validation import reject_unknown_fields, validate_username
+from ..kit.core.errors import InvalidInput
+from ..kit.core.validation import reject_unknown_fields, validate_username
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000  # a page is a list of usernames: small rows

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg2.extensions
 
-from ..kit.unit_of_work import InMemoryStore
-from ..kit.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
-from ..kit.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
+from ..kit.core.unit_of_work import InMemoryStore
+from ..kit.core.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
+from ..kit.postgres.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
 from .domain import Direction, Follow
 from .service import FollowRepository, KnownUsers, UnitOfWork
 

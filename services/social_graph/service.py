@@ -6,10 +6,11 @@ import abc
 from collections.abc import Callable
 from datetime import datetime
 
-from ..kit.errors import NotFound, Unavailable
-from ..kit.events import FOLLOWED, UNFOLLOWED, Event, utc_now
-from ..kit.pages import decode_page_token, encode_page_token
-from ..kit.unit_of_work import UnitOfWork as KitUnitOfWork
+from ..contracts.events import FOLLOWED, UNFOLLOWED, Event
+from ..kit.core.clock import utc_now
+from ..kit.core.errors import NotFound, Unavailable
+from ..kit.core.pages import decode_page_token, encode_page_token
+from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import Direction, Follow, check_can_follow
 
 # The durable JetStream consumer of user-created events and its idempotency claims share this name.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from ..kit.errors import Unavailable
-from ..kit.http_client import ServiceClient
-from ..kit.logs import get_logger
+from ..kit.core.errors import Unavailable
+from ..kit.observability.logs import get_logger
+from ..kit.serving.http_client import ServiceClient
 from .service import UserDirectory
 
 log = get_logger(__name__)

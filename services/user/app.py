@@ -5,16 +5,18 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..kit.config import BaseServiceSettings, NatsSettings, PostgresSettings
-from ..kit.events import USERS_STREAM
-from ..kit.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from ..catalogue import get_service
+from ..contracts.events import USERS_STREAM
+from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings
+from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .http import users_blueprint
 from .repository import PostgresUnitOfWork
 from .service import UserService
 
+FACTS = get_service("user")
 
 class UserSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
-    port: int = Field(8082, ge=1, le=65535)
+    port: int = Field(FACTS.port, ge=1, le=65535)
     access_token_ttl: int = Field(30 * 86400, ge=60)  # seconds; what a login gets by default
     max_access_token_ttl: int = Field(365 * 86400, ge=60)
 
@@ -29,7 +31,7 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
 
 
 DEFINITION = ServiceDefinition(
-    name="user",
+    name=FACTS.name,
     settings_class=UserSettings,
     build=build,
     migrations=(Path(__file__).parent / "migrations",),

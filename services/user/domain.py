@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..kit.errors import InvalidInput, ServiceError
-from ..kit.validation import USERNAME_MAX_LENGTH, reject_unknown_fields
+from ..kit.core.errors import InvalidInput, ServiceError
+from ..kit.core.validation import USERNAME_MAX_LENGTH, reject_unknown_fields
 
 _PROVIDER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_SUBJECT_LENGTH = 255

@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from ..kit.errors import InvalidInput
-from ..kit.events import format_timestamp
-from ..kit.logs import bind_contextvars
-from ..kit.validation import reject_unknown_fields, validate_username
-from ..kit.web import json_object
+from ..kit.core.clock import format_timestamp
+from ..kit.core.errors import InvalidInput
+from ..kit.core.validation import reject_unknown_fields, validate_username
+from ..kit.observability.logs import bind_contextvars
+from ..kit.serving.web import json_object
 from .domain import AccessToken, LoginIdentity, User, validate_token_secret
 from .service import UserService
 

@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from ..kit.errors import InvalidInput, NotFound
-from ..kit.events import USER_CREATED, Event, utc_now
-from ..kit.unit_of_work import UnitOfWork as KitUnitOfWork
+from ..contracts.events import USER_CREATED, Event
+from ..kit.core.clock import utc_now
+from ..kit.core.errors import InvalidInput, NotFound
+from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     AccessToken,
     InvalidToken,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from delinkcious.kit.config import ConfigurationError, load_settings
+from delinkcious.kit.serving.config import ConfigurationError, load_settings
 from delinkcious.link.app import LinkSettings
 
 BASE = {

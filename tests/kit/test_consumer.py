@@ -6,9 +6,10 @@ import threading
 import time
 import uuid
 
-from delinkcious.kit.consumer import ConsumerGroup, Subscription
-from delinkcious.kit.events import Event, StreamSpec, format_timestamp, utc_now
-from delinkcious.kit.nats import NatsConnection
+from delinkcious.contracts.events import Event, StreamSpec
+from delinkcious.kit.core.clock import format_timestamp, utc_now
+from delinkcious.kit.messaging.consumer import ConsumerGroup, Subscription
+from delinkcious.kit.messaging.nats import NatsConnection
 from prometheus_client import REGISTRY
 
 from tests.support.jetstream import publish_event, wait_until

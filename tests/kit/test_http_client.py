@@ -7,9 +7,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from delinkcious.kit.errors import Unavailable
-from delinkcious.kit.http_client import ServiceClient
-from delinkcious.kit.logs import bound_contextvars
+from delinkcious.kit.core.errors import Unavailable
+from delinkcious.kit.observability.logs import bound_contextvars
+from delinkcious.kit.serving.http_client import ServiceClient
 
 
 class Recorder(BaseHTTPRequestHandler):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from delinkcious.kit.db import Database, build_dsn
-from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM, Event
-from delinkcious.kit.nats import NatsConnection
-from delinkcious.kit.outbox import OutboxRelay, record_event
+from delinkcious.contracts.events import LINK_ADDED, LINKS_STREAM, Event
+from delinkcious.kit.messaging.nats import NatsConnection
+from delinkcious.kit.messaging.outbox import OutboxRelay
+from delinkcious.kit.postgres.db import Database, build_dsn
+from delinkcious.kit.postgres.unit_of_work import record_event
 from delinkcious.link.app import DEFINITION
 
 from tests.support.jetstream import read_events, wait_for_events, wait_until

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from delinkcious.kit.errors import InvalidInput
-from delinkcious.kit.pages import decode_page_token, encode_page_token, validate_limit
+from delinkcious.kit.core.errors import InvalidInput
+from delinkcious.kit.core.pages import decode_page_token, encode_page_token, validate_limit
 
 
 def invalid_field(call, *args, **kwargs) -> str:

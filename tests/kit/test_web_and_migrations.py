@@ -6,8 +6,8 @@ import threading
 import uuid
 
 import psycopg2
-from delinkcious.kit.db import apply_migrations, build_dsn
-from delinkcious.kit.runtime import ServiceParts
+from delinkcious.kit.postgres.db import apply_migrations, build_dsn
+from delinkcious.kit.serving.runtime import ServiceParts
 from delinkcious.link.app import DEFINITION
 from flask import Blueprint
 

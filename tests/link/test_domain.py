@@ -4,15 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from delinkcious.kit.errors import InvalidInput
-from delinkcious.kit.validation import validate_username
-from delinkcious.link.domain import (
-    Link,
-    LinkChanges,
-    NewLink,
-    normalise_url,
-    validate_tags,
-)
+from delinkcious.kit.core.errors import InvalidInput
+from delinkcious.kit.core.validation import validate_username
+from delinkcious.link.domain import Link, LinkChanges, NewLink, normalise_url, validate_tags
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
-from delinkcious.kit.events import LINK_CHECKED, LINKS_STREAM, format_timestamp, utc_now
+from delinkcious.contracts.events import LINK_CHECKED, LINKS_STREAM
+from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION
 
 from tests.support.assertions import assert_error

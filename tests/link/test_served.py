@@ -8,7 +8,7 @@ import time
 
 import pytest
 import requests
-from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM
+from delinkcious.contracts.events import LINK_ADDED, LINKS_STREAM
 from delinkcious.link.app import DEFINITION
 
 from tests.support.jetstream import wait_for_events

@@ -10,17 +10,10 @@ from typing import Any, Callable
 
 import psycopg2.errors
 import pytest
-from delinkcious.kit.db import Database, build_dsn
-from delinkcious.kit.errors import InvalidInput, NotFound, Unavailable
+from delinkcious.kit.core.errors import InvalidInput, NotFound, Unavailable
+from delinkcious.kit.postgres.db import Database, build_dsn
 from delinkcious.link.app import DEFINITION
-from delinkcious.link.domain import (
-    CheckResult,
-    DuplicateLink,
-    LinkChanges,
-    LinkFilter,
-    NewLink,
-    QuotaExceeded,
-)
+from delinkcious.link.domain import CheckResult, DuplicateLink, LinkChanges, LinkFilter, NewLink, QuotaExceeded
 from delinkcious.link.repository import (
     InMemoryLinkRepository,
     InMemoryUnitOfWork,

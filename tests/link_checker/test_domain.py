@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
-from delinkcious.kit.errors import InvalidInput
-from delinkcious.kit.events import derived_event_id
-from delinkcious.kit.urls import normalise_url
+from delinkcious.contracts.events import derived_event_id
+from delinkcious.kit.core.errors import InvalidInput
+from delinkcious.kit.core.urls import normalise_url
 from delinkcious.link_checker.domain import (
     AddressPolicy,
     CheckPolicy,

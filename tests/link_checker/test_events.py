@@ -11,15 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from delinkcious.kit.events import (
-    LINK_ADDED,
-    LINK_CHECKED,
-    LINK_CHECKS_STREAM,
-    LINK_UPDATED,
-    LINKS_STREAM,
-    format_timestamp,
-    utc_now,
-)
+from delinkcious.contracts.events import LINK_ADDED, LINK_CHECKED, LINK_CHECKS_STREAM, LINK_UPDATED, LINKS_STREAM
+from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION as LINK
 from delinkcious.link_checker.app import DEFINITION as CHECKER
 from delinkcious.local.servers import NatsServer

@@ -6,7 +6,7 @@ import time
 import uuid
 
 import pytest
-from delinkcious.kit.events import LINK_CHECKED, Event
+from delinkcious.contracts.events import LINK_CHECKED, Event
 from delinkcious.link_checker.domain import CheckRequest
 from delinkcious.link_checker.redis_store import RedisHostThrottle, RedisResultCache
 from delinkcious.link_checker.service import HostBusy, LinkCheckService

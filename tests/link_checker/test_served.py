@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from delinkcious.kit.events import LINK_ADDED, LINK_CHECKED, LINK_CHECKS_STREAM, format_timestamp, utc_now
+from delinkcious.contracts.events import LINK_ADDED, LINK_CHECKED, LINK_CHECKS_STREAM
+from delinkcious.kit.core.clock import format_timestamp, utc_now
 
 from tests.support.jetstream import publish_event, wait_for_events, wait_until
 from tests.support.process import ServedService

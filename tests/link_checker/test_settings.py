@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from delinkcious.kit.config import ConfigurationError, load_settings
+from delinkcious.kit.serving.config import ConfigurationError, load_settings
 from delinkcious.link_checker.app import DEFAULT_USER_AGENT, LinkCheckerSettings
 
 REQUIRED = {"service_name": "link-checker", "nats_url": "nats://127.0.0.1:4222", "redis_url": "redis://127.0.0.1:6379/0",

@@ -42,10 +42,10 @@ from delinkcious.local.servers import DatabaseAccess, OidcProviderServer, free_p
 
 @dataclass(frozen=True)
 class Spec:
-    """Stand-in for delinkcious.registry.ServiceSpec."""
+    """Stand-in for delinkcious.catalogue.ServiceFacts."""
 
     name: str
-    default_port: int
+    port: int
     uses_postgres: bool = False
     uses_redis: bool = False
     uses_nats: bool = False
@@ -255,7 +255,7 @@ from delinkcious.local import runtime
 @dataclass(frozen=True)
 class Spec:
     name: str
-    default_port: int
+    port: int
     uses_postgres: bool = True
     uses_redis: bool = True
     uses_nats: bool = True
@@ -541,7 +541,7 @@ from delinkcious.local import runtime
 @dataclass(frozen=True)
 class Spec:
     name: str
-    default_port: int
+    port: int
     admin_port: int
     uses_postgres: bool = False
     uses_redis: bool = False
@@ -553,7 +553,7 @@ class Spec:
 @dataclass(frozen=True)
 class News:
     name: str = "news"
-    default_port: int = 8084
+    port: int = 8084
     grpc_port: int = 9084
     admin_port: int | None = None
     uses_postgres: bool = False

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import requests
-from delinkcious.kit.events import LINK_ADDED, LINKS_STREAM
+from delinkcious.contracts.events import LINK_ADDED, LINKS_STREAM
 from delinkcious.local.servers import free_port
 
 from tests.local.test_runtime import UpProcess, inherited_environment

@@ -8,8 +8,8 @@ import uuid
 
 import grpc
 import pytest
-from delinkcious.api.news.v1 import news_pb2, news_pb2_grpc
-from delinkcious.kit.events import format_timestamp, utc_now
+from delinkcious.contracts.news.v1 import news_pb2, news_pb2_grpc
+from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION as LINK
 from delinkcious.local.servers import free_port
 from delinkcious.social_graph.app import DEFINITION as SOCIAL_GRAPH

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
-from delinkcious.kit.errors import InvalidInput
-from delinkcious.kit.events import FOLLOWED, LINK_ADDED, LINK_DELETED, UNFOLLOWED, Event
+from delinkcious.contracts.events import FOLLOWED, LINK_ADDED, LINK_DELETED, UNFOLLOWED, Event
+from delinkcious.kit.core.errors import InvalidInput
 from delinkcious.news.service import NewsService
 from delinkcious.news.store import InMemoryFeedStore, RedisFeedStore
 
@@ -22,7 +22,7 @@ def service(request) -> NewsService:
         store = InMemoryFeedStore()
     else:
         store = RedisFeedStore(redis.Redis.from_url(request.getfixturevalue("redis_url"), decode_responses=True))
-    return NewsService(store, service_name="news-test", feed_max_length=5, authored_history=50)
+    return NewsService(store, feed_max_length=5, authored_history=50)
 
 
 def link_event(author: str, url: str, at: datetime, event_type: str = "link_added", **data) -> Event:
@@ -107,7 +107,7 @@ def test_feeds_are_capped_to_the_newest_items(service, people):
 
 def test_walking_all_pages_returns_each_item_once_even_with_equal_timestamps(service, people):
     author, reader, _ = people
-    big = NewsService(service._store, service_name="news-test", feed_max_length=1000)
+    big = NewsService(service._store, feed_max_length=1000)
     big.apply_follow(follow_event(reader, author, T0))
     moments = [T0 + timedelta(seconds=second) for second in (1, 2, 2, 2, 2, 3, 4, 4, 5)]
     for index, moment in enumerate(moments):
@@ -155,11 +155,11 @@ def test_malformed_events_are_rejected(service, people):
 
 
 def test_a_feed_store_outage_is_unavailable_not_an_error(private_redis):
-    from delinkcious.kit.errors import Unavailable
+    from delinkcious.kit.core.errors import Unavailable
 
     client = redis.Redis.from_url(private_redis.url, decode_responses=True, socket_timeout=1,
                                   socket_connect_timeout=1)
-    service = NewsService(RedisFeedStore(client), service_name="news-test", feed_max_length=5)
+    service = NewsService(RedisFeedStore(client), feed_max_length=5)
     service.get_news("ann", "", 10)
     private_redis.stop()
     with pytest.raises(Unavailable):

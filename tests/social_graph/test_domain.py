@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from delinkcious.kit.errors import InvalidInput
-from delinkcious.social_graph.domain import (
-    CannotFollowSelf,
-    FollowRequest,
-    check_can_follow,
-)
+from delinkcious.kit.core.errors import InvalidInput
+from delinkcious.social_graph.domain import CannotFollowSelf, FollowRequest, check_can_follow
 
 
 def invalid_field(call, *args, **kwargs) -> str:

@@ -9,14 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
-from delinkcious.kit.events import (
-    FOLLOWED,
-    SOCIAL_STREAM,
-    UNFOLLOWED,
-    USER_CREATED,
-    format_timestamp,
-    utc_now,
-)
+from delinkcious.contracts.events import FOLLOWED, SOCIAL_STREAM, UNFOLLOWED, USER_CREATED
+from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.local.servers import free_port
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.service import KNOWN_USERS_CONSUMER

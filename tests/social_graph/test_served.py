@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from delinkcious.kit.config import ConfigurationError, load_settings
-from delinkcious.kit.events import FOLLOWED, SOCIAL_STREAM
+from delinkcious.contracts.events import FOLLOWED, SOCIAL_STREAM
+from delinkcious.kit.serving.config import ConfigurationError, load_settings
 from delinkcious.social_graph.app import DEFINITION, SocialGraphSettings
 
 from tests.support.jetstream import wait_for_events

@@ -9,21 +9,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
-from delinkcious.kit.db import Database
-from delinkcious.kit.errors import InvalidInput, NotFound, Unavailable
-from delinkcious.kit.events import FOLLOWED, UNFOLLOWED, utc_now
+from delinkcious.contracts.events import FOLLOWED, UNFOLLOWED
+from delinkcious.kit.core.clock import utc_now
+from delinkcious.kit.core.errors import InvalidInput, NotFound, Unavailable
+from delinkcious.kit.postgres.db import Database
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.domain import CannotFollowSelf, Follow
-from delinkcious.social_graph.repository import (
-    InMemoryFollowRepository,
-    InMemoryUnitOfWork,
-    PostgresUnitOfWork,
-)
-from delinkcious.social_graph.service import (
-    SocialGraphService,
-    UserDirectory,
-    follow_event,
-)
+from delinkcious.social_graph.repository import InMemoryFollowRepository, InMemoryUnitOfWork, PostgresUnitOfWork
+from delinkcious.social_graph.service import SocialGraphService, UserDirectory, follow_event
 
 from tests.support.services import unique_username
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 import psycopg2.errors
 import pytest
-from delinkcious.kit.db import build_dsn
+from delinkcious.kit.postgres.db import build_dsn
 from delinkcious.social_graph.app import DEFINITION
 
 

@@ -7,7 +7,7 @@ import re
 import secrets
 
 import pytest
-from delinkcious.kit.http_client import ServiceClient
+from delinkcious.kit.serving.http_client import ServiceClient
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.user_directory import UserServiceDirectory
 from delinkcious.user.app import DEFINITION as USER_DEFINITION

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delinkcious.kit.callers import CALLER_TOKEN_HEADER
-from delinkcious.kit.config import NatsSettings, PostgresSettings, RedisSettings, load_settings
-from delinkcious.kit.db import Database, apply_migrations, build_dsn
-from delinkcious.kit.runtime import ServiceDefinition, ServiceRuntime
-from delinkcious.kit.web import create_app
+from delinkcious.kit.postgres.db import Database, apply_migrations, build_dsn
+from delinkcious.kit.serving.callers import CALLER_TOKEN_HEADER
+from delinkcious.kit.serving.config import NatsSettings, PostgresSettings, RedisSettings, load_settings
+from delinkcious.kit.serving.runtime import ServiceDefinition, ServiceRuntime
+from delinkcious.kit.serving.web import create_app
 from flask import Flask
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from delinkcious.kit.errors import InvalidInput
-from delinkcious.kit.validation import validate_username
+from delinkcious.kit.core.errors import InvalidInput
+from delinkcious.kit.core.validation import validate_username
 from delinkcious.user.domain import (
     InvalidToken,
     LoginIdentity,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from delinkcious.kit.events import USER_CREATED, USERS_STREAM
+from delinkcious.contracts.events import USER_CREATED, USERS_STREAM
 from delinkcious.user.app import DEFINITION
 
 from tests.support.assertions import assert_error

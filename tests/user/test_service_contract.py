@@ -7,15 +7,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from delinkcious.kit.db import Database
-from delinkcious.kit.errors import InvalidInput, NotFound
+from delinkcious.kit.core.errors import InvalidInput, NotFound
+from delinkcious.kit.postgres.db import Database
 from delinkcious.user.app import DEFINITION
 from delinkcious.user.domain import InvalidToken, LoginIdentity
-from delinkcious.user.repository import (
-    InMemoryUnitOfWork,
-    InMemoryUserRepository,
-    PostgresUnitOfWork,
-)
+from delinkcious.user.repository import InMemoryUnitOfWork, InMemoryUserRepository, PostgresUnitOfWork
 from delinkcious.user.service import UserService
 
 from tests.support.services import unique_username

@@ -1,7 +1,7 @@
 """Transactional outbox.
 
-`record_event` writes an event row inside the caller's transaction, so a committed state change
-always has its event and a rolled-back one never does. The relay publishes pending rows to
+kit.postgres.unit_of_work.record_event writes an event row inside the caller's transaction, so a
+committed state change always has its event and a rolled-back one never does. The relay publishes pending rows to
 JetStream with the event id as Nats-Msg-Id (server-side dedup), marks them sent, retries with
 backoff while NATS or PostgreSQL is down, and drains what is left on shutdown.
 """
@@ -12,26 +12,12 @@ import threading
 import time
 from typing import Any
 
-import psycopg2.extensions
-from psycopg2.extras import Json
-
-from . import metrics
-from .db import Database
-from .events import Event
-from .logs import get_logger
+from ..observability import metrics
+from ..observability.logs import get_logger
+from ..postgres.db import Database
 from .nats import NatsConnection
 
 log = get_logger(__name__)
-
-
-def record_event(cursor: psycopg2.extensions.cursor, event: Event) -> None:
-    headers = {"Nats-Msg-Id": event.event_id}
-    if event.request_id:
-        headers["X-Request-Id"] = event.request_id
-    cursor.execute(
-        "INSERT INTO outbox (event_id, subject, payload, headers) VALUES (%s, %s, %s, %s)",
-        (event.event_id, event.subject, Json(event.payload()), Json(headers)),
-    )
 
 
 class OutboxRelay:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from .errors import Forbidden, Unauthenticated
+from ..core.errors import Forbidden, Unauthenticated
 
 CALLER_TOKEN_HEADER = "Delinkcious-Caller-Token"
 

@@ -23,12 +23,12 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from . import metrics
-from .errors import InvalidInput, NotFound
-from .events import Event, InvalidEvent, StreamSpec
-from .logs import bind_contextvars, bound_contextvars, get_logger
+from ...contracts.events import Event, InvalidEvent, StreamSpec
+from ..core.errors import InvalidInput, NotFound
+from ..observability import metrics
+from ..observability.context import accept_or_create_request_id
+from ..observability.logs import bind_contextvars, bound_contextvars, get_logger
 from .nats import NatsConnection
-from .requestctx import accept_or_create_request_id
 
 log = get_logger(__name__)
 

@@ -19,9 +19,9 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from . import metrics
-from .events import Event, StreamSpec
-from .logs import get_logger
+from ...contracts.events import Event, StreamSpec
+from ..observability import metrics
+from ..observability.logs import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")

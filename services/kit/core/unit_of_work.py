@@ -2,24 +2,16 @@
 the consumed events it claims commit together or not at all.
 
 A service declares its port (a subclass of UnitOfWork naming its repositories) and two adapters:
-PostgresUnitOfWork (one database transaction; events go to the outbox) and InMemoryUnitOfWork (for
-fast unit tests; a snapshot restored on rollback). Each adapter only says, in `attach`, which
-repositories it works with.
+kit.postgres.unit_of_work.PostgresUnitOfWork (one database transaction; events go to the outbox) and
+InMemoryUnitOfWork here (for fast unit tests; a snapshot restored on rollback). Each adapter only
+says, in `attach`, which repositories it works with. Plain Python: use cases depend on this module.
 """
 from __future__ import annotations
 
 import abc
 import copy
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
-
-import psycopg2.extensions
-
-from .db import claim_event
-from .events import Event
-from .outbox import record_event
 
 
 class UnitOfWork(abc.ABC):
@@ -31,38 +23,12 @@ class UnitOfWork(abc.ABC):
         """Commit when the block succeeded, roll back otherwise."""
 
     @abc.abstractmethod
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Any) -> None:
         """Publish `event` if, and only if, this unit of work commits."""
 
     @abc.abstractmethod
     def claim_event(self, consumer: str, event_id: str) -> bool:
         """False if `consumer` already handled `event_id` (commits with the unit of work)."""
-
-
-class PostgresUnitOfWork(UnitOfWork):
-    """One database transaction; `begin` is ServiceRuntime.transaction (or Database.transaction)."""
-
-    def __init__(self, begin: Callable[[], AbstractContextManager[psycopg2.extensions.cursor]]) -> None:
-        self._begin = begin
-
-    @abc.abstractmethod
-    def attach(self, cursor: psycopg2.extensions.cursor) -> None:
-        """Create this unit of work's repositories on the transaction's cursor."""
-
-    def __enter__(self) -> Any:
-        self._transaction = self._begin()
-        self._cursor = self._transaction.__enter__()
-        self.attach(self._cursor)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._transaction.__exit__(*exc_info)
-
-    def publish(self, event: Event) -> None:
-        record_event(self._cursor, event)
-
-    def claim_event(self, consumer: str, event_id: str) -> bool:
-        return claim_event(self._cursor, consumer, event_id)
 
 
 class InMemoryStore:
@@ -84,7 +50,7 @@ class InMemoryUnitOfWork(UnitOfWork):
 
     def __init__(self, store: InMemoryStore) -> None:
         self._store = store
-        self.published: list[Event] = []  # what committed units of work published, for assertions
+        self.published: list[Any] = []  # what committed units of work published, for assertions
         self.claimed: set[tuple[str, str]] = set()
 
     @abc.abstractmethod
@@ -94,7 +60,7 @@ class InMemoryUnitOfWork(UnitOfWork):
     def __enter__(self) -> Any:
         self._store.lock.acquire()
         self._snapshot = (self._store.snapshot(), set(self.claimed))
-        self._pending: list[Event] = []
+        self._pending: list[Any] = []
         self.attach(self._store)
         return self
 
@@ -108,7 +74,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         finally:
             self._store.lock.release()
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Any) -> None:
         self._pending.append(event)
 
     def claim_event(self, consumer: str, event_id: str) -> bool:

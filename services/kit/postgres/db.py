@@ -16,8 +16,8 @@ import psycopg2.extras
 import psycopg2.pool
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from .errors import Unavailable
-from .logs import get_logger
+from ..core.errors import Unavailable
+from ..observability.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -111,20 +111,6 @@ class Database:
 
     def close(self) -> None:
         self._pool.closeall()
-
-
-def claim_event(cursor: psycopg2.extensions.cursor, consumer: str, event_id: str) -> bool:
-    """Record that `consumer` handled `event_id` in the caller's transaction.
-
-    Returns False when it was handled before (a redelivery), so the handler skips its effect; the
-    effect and the claim commit or roll back together, which is what makes consumers idempotent.
-    """
-    cursor.execute(
-        "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s) "
-        "ON CONFLICT DO NOTHING RETURNING event_id",
-        (consumer, event_id),
-    )
-    return cursor.fetchone() is not None
 
 
 def apply_migrations(

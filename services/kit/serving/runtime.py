@@ -14,15 +14,15 @@ from typing import Any, Literal
 
 import psycopg2.extensions
 
+from ...contracts.events import StreamSpec
+from ..messaging.consumer import ConsumerGroup, Subscription
+from ..messaging.nats import NatsConnection
+from ..messaging.outbox import OutboxRelay
+from ..observability.health import Check, Health
+from ..observability.logs import get_logger
+from ..postgres.db import KIT_MIGRATIONS, Database
 from .callers import CallerAuthenticator
 from .config import BaseServiceSettings, NatsSettings, PostgresSettings, RedisSettings
-from .consumer import ConsumerGroup, Subscription
-from .db import KIT_MIGRATIONS, Database
-from .events import StreamSpec
-from .health import Check, Health
-from .logs import get_logger
-from .nats import NatsConnection
-from .outbox import OutboxRelay
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ class ServiceRuntime:
 
         if isinstance(settings, PostgresSettings):
             password = settings.database_password.get_secret_value() if settings.database_password else None
-            from .db import build_dsn
+            from ..postgres.db import build_dsn
 
             self.db = Database(
                 build_dsn(settings.database_url, password),

@@ -9,8 +9,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from ..observability.logs import get_logger
 from .config import GrpcSettings
-from .logs import get_logger
 from .runtime import ServiceDefinition, ServiceRuntime
 
 log = get_logger(__name__)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+
+from ..kit.core.clock import format_timestamp, parse_timestamp, utc_now
 
 
 @dataclass(frozen=True)
@@ -42,19 +44,6 @@ def derived_event_id(source_event_id: str, producer: str) -> str:
     always gives the same id, so a redelivered input republishes an event that JetStream's
     duplicate window drops and consumers' idempotency claims ignore."""
     return str(uuid.uuid5(_DERIVED_EVENT_NAMESPACE, f"{producer}:{source_event_id}"))
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, the one timestamp format on every wire."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)

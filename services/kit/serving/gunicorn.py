@@ -16,10 +16,10 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
+from ..core.errors import Unavailable
+from ..observability.logs import configure_logging, get_logger
+from ..postgres.db import apply_migrations, build_dsn
 from .config import ConfigurationError, PostgresSettings, load_settings
-from .db import apply_migrations, build_dsn
-from .errors import Unavailable
-from .logs import configure_logging, get_logger
 from .runtime import ServiceDefinition, ServiceRuntime
 
 log = get_logger(__name__)
@@ -93,7 +93,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def _child_exit(server: Any, worker: Any) -> None:
-    from .metrics import mark_worker_dead
+    from ..observability.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
 

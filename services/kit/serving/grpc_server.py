@@ -12,11 +12,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import metrics
+from ..core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError, Unauthenticated, Unavailable
+from ..observability import metrics
+from ..observability.context import accept_or_create_request_id
+from ..observability.logs import bind_contextvars, bound_contextvars, get_logger
 from .callers import CALLER_TOKEN_HEADER, CallerAuthenticator
-from .errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError, Unauthenticated, Unavailable
-from .logs import bind_contextvars, bound_contextvars, get_logger
-from .requestctx import accept_or_create_request_id
 
 log = get_logger("delinkcious.access")
 

@@ -8,10 +8,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ..core.errors import Unavailable
+from ..observability.context import current_request_id
+from ..observability.logs import get_logger
 from .callers import CALLER_TOKEN_HEADER
-from .errors import Unavailable
-from .logs import get_logger
-from .requestctx import current_request_id
 
 log = get_logger(__name__)
 

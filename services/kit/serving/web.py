@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import metrics
+from ..core.errors import InvalidInput, ServiceError, Unavailable
+from ..observability import metrics
+from ..observability.context import accept_or_create_request_id
+from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
 from .callers import CALLER_TOKEN_HEADER
-from .errors import InvalidInput, ServiceError, Unavailable
-from .logs import bind_contextvars, clear_contextvars, get_logger
-from .requestctx import accept_or_create_request_id
 from .runtime import ServiceRuntime
 
 log = get_logger("delinkcious.access")

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from delinkcious.api.news.v1 import news_pb2 as delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2
+from delinkcious.contracts.news.v1 import news_pb2 as delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in delinkcious/api/news/v1/news_pb2_grpc.py depends on'
+        + ' but the generated code in delinkcious/contracts/news/v1/news_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,8 +37,8 @@ class NewsServiceStub:
         """
         self.GetNews = channel.unary_unary(
                 '/delinkcious.news.v1.NewsService/GetNews',
-                request_serializer=delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2.GetNewsRequest.SerializeToString,
-                response_deserializer=delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2.GetNewsResponse.FromString,
+                request_serializer=delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2.GetNewsRequest.SerializeToString,
+                response_deserializer=delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2.GetNewsResponse.FromString,
                 _registered_method=True)
 
 
@@ -58,8 +58,8 @@ def add_NewsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetNews': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNews,
-                    request_deserializer=delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2.GetNewsRequest.FromString,
-                    response_serializer=delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2.GetNewsResponse.SerializeToString,
+                    request_deserializer=delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2.GetNewsRequest.FromString,
+                    response_serializer=delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2.GetNewsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,8 +87,8 @@ class NewsService:
             request,
             target,
             '/delinkcious.news.v1.NewsService/GetNews',
-            delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2.GetNewsRequest.SerializeToString,
-            delinkcious_dot_api_dot_news_dot_v1_dot_news__pb2.GetNewsResponse.FromString,
+            delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2.GetNewsRequest.SerializeToString,
+            delinkcious_dot_contracts_dot_news_dot_v1_dot_news__pb2.GetNewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""NATS JetStream: the connection, the transactional outbox relay and idempotent consumers."""

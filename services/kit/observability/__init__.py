@@ -1,0 +1,1 @@
+"""Logs, metrics, health checks and the request context: how every service reports what it does."""
