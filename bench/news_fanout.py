@@ -19,7 +19,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import redis
-from delinkcious.contracts.events import FOLLOWED, LINK_ADDED, Event
+from delinkcious.contracts.events import Followed, LinkAdded
+from delinkcious.news.events import on_follow, on_link_event
 from delinkcious.news.service import NewsService
 from delinkcious.news.store import RedisFeedStore
 
@@ -31,15 +32,13 @@ def run(redis_url: str, followers: int, runs: int) -> list[float]:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for index in range(followers):
         follower = f"f{index}-{author}"
-        service.apply_follow(Event(subject=FOLLOWED, event_type="followed", author=follower, occurred_at=start,
-                                   data={"follower": follower, "followed": author}))
+        on_follow(service, Followed(follower=follower, followed=author).to_event(author=follower, occurred_at=start))
     timings = []
     for run_index in range(runs):
-        event = Event(subject=LINK_ADDED, event_type="link_added", author=author,
-                      occurred_at=start + timedelta(minutes=run_index + 1),
-                      data={"url": f"https://bench.example/{run_index}", "title": "Benchmark"})
+        event = LinkAdded(url=f"https://bench.example/{run_index}", title="Benchmark", username=author).to_event(
+            author=author, occurred_at=start + timedelta(minutes=run_index + 1))
         began = time.perf_counter()
-        service.apply_link_event(event)
+        on_link_event(service, event)
         timings.append(time.perf_counter() - began)
         print(f"run {run_index + 1}: {followers} feeds in {timings[-1]:.3f} s", flush=True)
     sample = f"news:feed:f{followers - 1}-{author}"

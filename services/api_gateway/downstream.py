@@ -11,12 +11,12 @@ import pybreaker
 import requests
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ..contracts.events import LINK_EVENTS
 from ..contracts.news.v1 import news_pb2, news_pb2_grpc
 from ..kit.core.clock import format_timestamp
 from ..kit.core.errors import InvalidInput, ServiceError, Unavailable
-from ..kit.observability.context import current_request_id
 from ..kit.observability.logs import get_logger
-from ..kit.serving.callers import CALLER_TOKEN_HEADER
+from ..kit.serving.grpc_client import GrpcClient
 from ..kit.serving.http_client import ServiceClient
 
 log = get_logger(__name__)
@@ -98,20 +98,20 @@ def _json(response: requests.Response) -> Any:
         return None
 
 
-_EVENT_TYPE_NAMES = {news_pb2.LINK_ADDED: "link_added", news_pb2.LINK_UPDATED: "link_updated",
-                     news_pb2.LINK_DELETED: "link_deleted"}
+# The proto's enum names are the event type names in capitals (LINK_ADDED for link_added).
+_EVENT_TYPE_NAMES = {news_pb2.EventType.Value(contract.event_type.upper()): contract.event_type
+                     for contract in LINK_EVENTS}
 
 
 class NewsDependency:
-    """The news service over gRPC (GetNews is a read: retried once on UNAVAILABLE)."""
+    """The news service over gRPC."""
 
     name = "news"
 
     def __init__(self, address: str, caller_token: str, *, timeout_s: float, failures: int, reset_s: float) -> None:
-        self._channel = grpc.insecure_channel(address)
-        self._stub = news_pb2_grpc.NewsServiceStub(self._channel)
-        self._caller_token = caller_token
-        self._timeout = timeout_s
+        # GetNews is a read: retried once when the server is unavailable.
+        self._client = GrpcClient(address, caller_token=caller_token, timeout_s=timeout_s, retries=1)
+        self._stub = self._client.stub(news_pb2_grpc.NewsServiceStub)
         self._breaker = breaker("news", failures=failures, reset_s=reset_s)
         self._reset_s = reset_s
 
@@ -134,29 +134,21 @@ class NewsDependency:
         }
 
     def _get(self, request: news_pb2.GetNewsRequest) -> news_pb2.GetNewsResponse:
-        metadata = [(CALLER_TOKEN_HEADER.lower(), self._caller_token)]
-        if current_request_id():
-            metadata.append(("x-request-id", current_request_id()))
-        for attempt in (1, 2):
-            try:
-                return self._stub.GetNews(request, metadata=metadata, timeout=self._timeout)
-            except grpc.RpcError as error:
-                code = error.code()
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    field, _, problem = (error.details() or "").partition(": ")
-                    raise InvalidInput(field or "request", problem or "invalid") from None
-                if code == grpc.StatusCode.UNAVAILABLE and attempt == 1:
-                    continue
-                log.warning("downstream_failed", dependency="news", status=code.name)
-                raise _Failure() from error
-        raise AssertionError("unreachable")
+        try:
+            return self._client.call(self._stub.GetNews, request, idempotent=True)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                field, _, problem = (error.details() or "").partition(": ")
+                raise InvalidInput(field or "request", problem or "invalid") from None
+            log.warning("downstream_failed", dependency="news", status=error.code().name)
+            raise _Failure() from error
 
     @property
     def state(self) -> str:
         return str(self._breaker.current_state)
 
     def close(self) -> None:
-        self._channel.close()
+        self._client.close()
 
 
 def _timestamp(value: Timestamp) -> str:

@@ -1,17 +1,28 @@
-"""Event envelope and stream catalogue: the contract every publisher and consumer shares.
+"""The events: the contract every publisher and consumer shares, each event written once here.
 
-Subjects are `delinkcious.<domain>.v<N>.<what-happened>`. A payload is a JSON object carrying its
-event id, type, author, occurred-at time and everything a consumer needs without calling back.
+Subjects are `delinkcious.<domain>.v<N>.<what-happened>`. On the wire an event is an envelope (`Event`:
+event id, type, author, occurred-at time, request id) around a payload carrying everything a consumer
+needs without calling back. Each event is a typed payload class below (`LinkAdded`, `Followed`...)
+that names its stream, subject and type name once; producers build it and call `to_event`,
+consumers get it back with `from_event`, which refuses a malformed payload with InvalidInput naming
+the field (the consumer then terminates the message instead of retrying it forever).
+
+Plain Python on the kit's core: use cases create these events.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..kit.core.clock import format_timestamp, parse_timestamp, utc_now
+from ..kit.core.errors import InvalidInput
+from ..kit.core.request_id import current_request_id
 
 
 @dataclass(frozen=True)
@@ -20,15 +31,6 @@ class StreamSpec:
     subjects: tuple[str, ...]
     max_age_days: float = 7.0
     duplicate_window_s: float = 120.0  # JetStream drops a repeated Nats-Msg-Id within this window
-
-
-LINKS_STREAM = StreamSpec("DELINKCIOUS_LINKS", ("delinkcious.links.v1.>",))
-LINK_CHECKS_STREAM = StreamSpec("DELINKCIOUS_LINK_CHECKS", ("delinkcious.linkchecks.v1.>",))
-
-LINK_ADDED = "delinkcious.links.v1.added"
-LINK_UPDATED = "delinkcious.links.v1.updated"
-LINK_DELETED = "delinkcious.links.v1.deleted"
-LINK_CHECKED = "delinkcious.linkchecks.v1.checked"
 
 
 class InvalidEvent(ValueError):
@@ -54,7 +56,8 @@ class Event:
     data: dict[str, Any]
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: datetime = field(default_factory=utc_now)
-    request_id: str | None = None
+    # The request that caused the event, from the request context unless given.
+    request_id: str | None = field(default_factory=current_request_id)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -92,9 +95,179 @@ class Event:
             raise InvalidEvent(f"malformed event on {subject}: {exc}") from exc
 
 
-USERS_STREAM = StreamSpec("DELINKCIOUS_USERS", ("delinkcious.users.v1.>",))
-SOCIAL_STREAM = StreamSpec("DELINKCIOUS_SOCIAL", ("delinkcious.social.v1.>",))
 
-USER_CREATED = "delinkcious.users.v1.created"
-FOLLOWED = "delinkcious.social.v1.followed"
-UNFOLLOWED = "delinkcious.social.v1.unfollowed"
+
+# --- streams ------------------------------------------------------------------------------------
+def _stream(name: str, domain: str) -> StreamSpec:
+    return StreamSpec(f"DELINKCIOUS_{name}", (f"delinkcious.{domain}.v1.>",))
+
+
+LINKS_STREAM = _stream("LINKS", "links")
+LINK_CHECKS_STREAM = _stream("LINK_CHECKS", "linkchecks")
+USERS_STREAM = _stream("USERS", "users")
+SOCIAL_STREAM = _stream("SOCIAL", "social")
+
+
+def _subject(stream: StreamSpec, what_happened: str) -> str:
+    return stream.subjects[0].removesuffix(">") + what_happened
+
+
+# --- typed payloads -----------------------------------------------------------------------------
+ContractT = TypeVar("ContractT", bound="EventContract")
+
+
+class EventContract:
+    """Base of the typed payloads (frozen dataclasses). A subclass names its stream, subject and
+    event type; its fields are the payload. Timestamps travel as RFC 3339 strings, tuples as lists."""
+
+    stream: ClassVar[StreamSpec]
+    subject: ClassVar[str]
+    event_type: ClassVar[str]
+
+    def to_event(self, *, author: str, occurred_at: datetime | None = None, event_id: str | None = None,
+                 request_id: str | None = None) -> Event:
+        data = {item.name: _to_wire(getattr(self, item.name)) for item in dataclasses.fields(self)}  # type: ignore[arg-type]
+        envelope: dict[str, Any] = {"occurred_at": occurred_at, "event_id": event_id, "request_id": request_id}
+        return Event(subject=self.subject, event_type=self.event_type, author=author, data=data,
+                     **{name: value for name, value in envelope.items() if value is not None})
+
+    @classmethod
+    def from_event(cls: type[ContractT], event: Event) -> ContractT:
+        if event.event_type != cls.event_type:
+            raise InvalidInput("event_type", f"expected {cls.event_type}, got {event.event_type}")
+        return cls.from_payload(event.data)
+
+    @classmethod
+    def from_payload(cls: type[ContractT], data: dict[str, Any]) -> ContractT:
+        """The payload fields of an envelope's `data`; unknown fields are ignored (newer producers)."""
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if item.name in data:
+                values[item.name] = _from_wire(data[item.name], hints[item.name], item.name)
+            elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+                raise InvalidInput(item.name, "is required")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LinkEvent(EventContract):
+    """A user's saved link changed; `username` is its owner (also the event's author)."""
+
+    stream: ClassVar[StreamSpec] = LINKS_STREAM
+    url: str
+    title: str = ""
+    username: str | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    link_created_at: datetime | None = None
+    link_updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LinkAdded(LinkEvent):
+    subject: ClassVar[str] = _subject(LINKS_STREAM, "added")
+    event_type: ClassVar[str] = "link_added"
+
+
+@dataclass(frozen=True)
+class LinkUpdated(LinkEvent):
+    subject: ClassVar[str] = _subject(LINKS_STREAM, "updated")
+    event_type: ClassVar[str] = "link_updated"
+
+
+@dataclass(frozen=True)
+class LinkDeleted(LinkEvent):
+    subject: ClassVar[str] = _subject(LINKS_STREAM, "deleted")
+    event_type: ClassVar[str] = "link_deleted"
+
+
+LINK_EVENTS: tuple[type[LinkEvent], ...] = (LinkAdded, LinkUpdated, LinkDeleted)
+
+
+@dataclass(frozen=True)
+class LinkChecked(EventContract):
+    """What the link checker concluded about one owner's link (author: the checker)."""
+
+    stream: ClassVar[StreamSpec] = LINK_CHECKS_STREAM
+    subject: ClassVar[str] = _subject(LINK_CHECKS_STREAM, "checked")
+    event_type: ClassVar[str] = "link_checked"
+    username: str
+    url: str
+    status: Literal["valid", "invalid"]
+    checked_at: datetime
+    http_status: int | None = None
+    reason: str | None = None
+    # The checked link's created_at, echoed from the event that asked for the check.
+    link_created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UserCreated(EventContract):
+    """A user signed in for the first time. No email: others need to know the user exists, not how
+    to reach them."""
+
+    stream: ClassVar[StreamSpec] = USERS_STREAM
+    subject: ClassVar[str] = _subject(USERS_STREAM, "created")
+    event_type: ClassVar[str] = "user_created"
+    username: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowEvent(EventContract):
+    stream: ClassVar[StreamSpec] = SOCIAL_STREAM
+    follower: str
+    followed: str
+
+
+@dataclass(frozen=True)
+class Followed(FollowEvent):
+    subject: ClassVar[str] = _subject(SOCIAL_STREAM, "followed")
+    event_type: ClassVar[str] = "followed"
+
+
+@dataclass(frozen=True)
+class Unfollowed(FollowEvent):
+    subject: ClassVar[str] = _subject(SOCIAL_STREAM, "unfollowed")
+    event_type: ClassVar[str] = "unfollowed"
+
+
+# Subject names for publishers and tests that address JetStream directly.
+LINK_ADDED, LINK_UPDATED, LINK_DELETED = (contract.subject for contract in LINK_EVENTS)
+LINK_CHECKED = LinkChecked.subject
+USER_CREATED = UserCreated.subject
+FOLLOWED, UNFOLLOWED = Followed.subject, Unfollowed.subject
+
+
+# --- the wire form of payload fields ----------------------------------------------------------------
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, tuple):
+        return [_to_wire(item) for item in value]
+    return value
+
+
+def _from_wire(value: Any, annotation: Any, name: str) -> Any:
+    """`value` as the annotated type (str, int, bool, datetime, tuple[str, ...], Literal, X | None)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        options = [option for option in typing.get_args(annotation) if option is not type(None)]
+        return None if value is None else _from_wire(value, options[0], name)
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise InvalidInput(name, f"must be one of {sorted(typing.get_args(annotation))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise InvalidInput(name, "must be a list")
+        return tuple(_from_wire(item, typing.get_args(annotation)[0], name) for item in value)
+    if annotation is datetime:
+        try:
+            return parse_timestamp(str(value))
+        except ValueError:
+            raise InvalidInput(name, "must be an RFC 3339 timestamp") from None
+    if annotation is int and isinstance(value, bool) or not isinstance(value, annotation):
+        raise InvalidInput(name, f"must be {'an integer' if annotation is int else 'a ' + annotation.__name__}")
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..kit.core.clock import format_timestamp
 from ..kit.core.pages import validate_limit
@@ -70,19 +70,19 @@ def links_blueprint(service: LinkService) -> Blueprint:
     @api.post("")
     def add_link(username: str) -> tuple[Response, int]:
         try:
-            link = service.add_link(username, NewLink.parse(json_object()), request_id=g.request_id)
+            link = service.add_link(username, NewLink.parse(json_object()))
         except DuplicateLink as duplicate:
             return jsonify({**duplicate.to_body(), "link": link_json(duplicate.existing)}), 409
         return jsonify(link_json(link)), 201
 
     @api.put("")
     def update_link(username: str) -> Response:
-        link = service.update_link(username, LinkChanges.parse(json_object()), request_id=g.request_id)
+        link = service.update_link(username, LinkChanges.parse(json_object()))
         return jsonify(link_json(link))
 
     @api.delete("")
     def delete_link(username: str) -> Response:
-        link = service.delete_link(username, validate_url(request.args.get("url")), request_id=g.request_id)
+        link = service.delete_link(username, validate_url(request.args.get("url")))
         return jsonify(link_json(link))
 
     return api

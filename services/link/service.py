@@ -6,8 +6,8 @@ import abc
 from collections.abc import Callable
 from datetime import datetime
 
-from ..contracts.events import LINK_ADDED, LINK_DELETED, LINK_UPDATED, Event
-from ..kit.core.clock import format_timestamp, utc_now
+from ..contracts.events import Event, LinkAdded, LinkDeleted, LinkEvent, LinkUpdated
+from ..kit.core.clock import utc_now
 from ..kit.core.errors import NotFound
 from ..kit.core.pages import decode_page_token, encode_page_token
 from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
@@ -88,7 +88,7 @@ class LinkService:
         token = encode_page_token(page.next_after_id, link_filter.fingerprint()) if page.next_after_id else None
         return page.links, token
 
-    def add_link(self, username: str, new: NewLink, *, request_id: str | None = None) -> Link:
+    def add_link(self, username: str, new: NewLink) -> Link:
         now = self._now()
         url_key = normalise_url(new.url)
         with self._uow() as uow:
@@ -102,10 +102,10 @@ class LinkService:
                 username=username, url=new.url, url_key=url_key, title=new.title,
                 description=new.description, tags=new.tags, created_at=now, updated_at=now,
             ))
-            uow.publish(link_event(LINK_ADDED, "link_added", link, request_id))
+            uow.publish(link_event(LinkAdded, link))
         return link
 
-    def update_link(self, username: str, changes: LinkChanges, *, request_id: str | None = None) -> Link:
+    def update_link(self, username: str, changes: LinkChanges) -> Link:
         url_key = normalise_url(changes.url)
         with self._uow() as uow:
             uow.links.lock_user(username)
@@ -118,10 +118,10 @@ class LinkService:
             )
             if updated is not current:  # an update that changes nothing writes nothing
                 uow.links.update(updated)
-                uow.publish(link_event(LINK_UPDATED, "link_updated", updated, request_id))
+                uow.publish(link_event(LinkUpdated, updated))
         return updated
 
-    def delete_link(self, username: str, url: str, *, request_id: str | None = None) -> Link:
+    def delete_link(self, username: str, url: str) -> Link:
         url_key = normalise_url(url)
         with self._uow() as uow:
             uow.links.lock_user(username)
@@ -129,7 +129,7 @@ class LinkService:
             if current is None:
                 raise NotFound(f"url: no saved link {url}")
             uow.links.delete(current)
-            uow.publish(link_event(LINK_DELETED, "link_deleted", current, request_id))
+            uow.publish(link_event(LinkDeleted, current))
         return current
 
     def apply_check_result(self, event_id: str, result: CheckResult) -> bool:
@@ -141,19 +141,8 @@ class LinkService:
         return True
 
 
-def link_event(subject: str, event_type: str, link: Link, request_id: str | None) -> Event:
-    return Event(
-        subject=subject,
-        event_type=event_type,
-        author=link.username,
-        request_id=request_id,
-        data={
-            "username": link.username,
-            "url": link.url,
-            "title": link.title,
-            "description": link.description,
-            "tags": list(link.tags),
-            "link_created_at": format_timestamp(link.created_at),
-            "link_updated_at": format_timestamp(link.updated_at),
-        },
-    )
+def link_event(contract: type[LinkEvent], link: Link) -> Event:
+    return contract(
+        username=link.username, url=link.url, title=link.title, description=link.description, tags=link.tags,
+        link_created_at=link.created_at, link_updated_at=link.updated_at,
+    ).to_event(author=link.username)

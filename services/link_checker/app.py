@@ -10,17 +10,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from ..catalogue import get_service
-from ..contracts.events import LINK_ADDED, LINK_CHECKS_STREAM, LINK_UPDATED, LINKS_STREAM, Event
-from ..kit.messaging.consumer import Subscription
+from ..contracts.events import LINK_CHECKS_STREAM
 from ..kit.observability import metrics
-from ..kit.observability.context import current_request_id
 from ..kit.observability.logs import get_logger
 from ..kit.serving.config import BaseServiceSettings, NatsSettings, RedisSettings
 from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .domain import AddressPolicy, CheckPolicy, CheckRequest, parse_networks
+from .events import subscriptions
 from .fetcher import AddressGuard, PinnedHttpFetcher, SystemResolver
 from .redis_store import RedisHostThrottle, RedisResultCache
-from .service import CHECKER_CONSUMER, CheckOutcome, LinkCheckService, UrlChecker
+from .service import CheckOutcome, LinkCheckService, UrlChecker
 
 log = get_logger(__name__)
 
@@ -28,6 +27,7 @@ DEFAULT_USER_AGENT = "Delinkcious-LinkChecker/1.0 (+https://github.com/the-gigi/
 
 
 FACTS = get_service("link-checker")
+
 
 class LinkCheckerSettings(BaseServiceSettings, NatsSettings, RedisSettings):
     port: int = Field(FACTS.port, ge=1, le=65535)  # /healthz/* and /metrics only
@@ -93,17 +93,8 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     service = LinkCheckService(checker, RedisResultCache(runtime.redis), lambda event: nats.publish(event),
                                result_ttl_s=settings.link_checker_result_ttl, claim_lease_s=settings.claim_lease_s)
 
-    def on_link_event(event: Event) -> None:
-        # A malformed username/URL raises InvalidInput: the kit terminates the message. HostBusy,
-        # CheckInProgress, Redis or NATS failures raise too: the message is redelivered later.
-        request = CheckRequest.from_event_data(event.data, event.author)
-        outcome = service.check_link(request, source_event_id=event.event_id,
-                                     request_id=event.request_id or current_request_id())
-        _record(runtime.name, request, outcome)
-
-    return ServiceParts(subscriptions=[
-        Subscription(LINKS_STREAM, (LINK_ADDED, LINK_UPDATED), durable=CHECKER_CONSUMER, handler=on_link_event),
-    ])
+    return ServiceParts(subscriptions=subscriptions(service, lambda request, outcome: _record(runtime.name, request,
+                                                                                         outcome)))
 
 
 def _record(service: str, request: CheckRequest, outcome: CheckOutcome) -> None:

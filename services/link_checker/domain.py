@@ -9,10 +9,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
-from ..kit.core.clock import parse_timestamp
 from ..kit.core.errors import InvalidInput
 from ..kit.core.urls import DEFAULT_PORTS
-from ..kit.core.validation import validate_username
 
 MAX_URL_LENGTH = 2048
 MAX_REASON_LENGTH = 200
@@ -34,19 +32,6 @@ class CheckRequest:
     username: str
     url: str
     link_created_at: str | None  # echoed verbatim in the result
-
-    @classmethod
-    def from_event_data(cls, data: dict[str, Any], author: str) -> CheckRequest:
-        """Raises InvalidInput for an event that can never be checked (the message is terminated)."""
-        username = validate_username(data.get("username", author))
-        link_created_at = data.get("link_created_at")
-        if link_created_at is not None:
-            try:
-                parse_timestamp(str(link_created_at))
-            except ValueError:
-                raise InvalidInput("link_created_at", "must be an RFC 3339 timestamp") from None
-            link_created_at = str(link_created_at)
-        return cls(username=username, url=validate_check_url(data.get("url")), link_created_at=link_created_at)
 
 
 def validate_check_url(url: Any, field_name: str = "url") -> str:

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..contracts.events import LINK_CHECKED, Event, derived_event_id
-from ..kit.core.clock import format_timestamp, utc_now
+from ..contracts.events import Event, LinkChecked, derived_event_id
+from ..kit.core.clock import parse_timestamp, utc_now
 from ..kit.core.urls import normalise_url
 from .domain import CheckPolicy, CheckRequest, Redirect, Reply, Transient, Verdict
 
@@ -200,13 +200,13 @@ class LinkCheckService:
         self._sleep = sleep
         self._monotonic = monotonic
 
-    def check_link(self, request: CheckRequest, *, source_event_id: str, request_id: str | None) -> CheckOutcome:
+    def check_link(self, request: CheckRequest, *, source_event_id: str) -> CheckOutcome:
         """Find the verdict (cached, or fetched) and publish it for this owner. The published event's
         id derives from the consumed one, so handling a redelivery again publishes the same event."""
         started = self._monotonic()
         cached, source, attempts = self._verdict(request.url)
         event = link_checked_event(request, cached, event_id=derived_event_id(source_event_id, CHECKER_CONSUMER),
-                                   request_id=request_id, now=self._now())
+                                   now=self._now())
         self._publish(event)
         return CheckOutcome(cached.verdict, cached.checked_at, source, event, attempts,
                             self._monotonic() - started)
@@ -238,24 +238,11 @@ class LinkCheckService:
             self._sleep(self._poll_s)
 
 
-def link_checked_event(request: CheckRequest, cached: CachedVerdict, *, event_id: str, request_id: str | None,
-                       now: datetime) -> Event:
-    """The contract the link service applies (services/link/app.py `check_result_from_event`)."""
+def link_checked_event(request: CheckRequest, cached: CachedVerdict, *, event_id: str, now: datetime) -> Event:
+    """The verdict for one owner's link, as the link service applies it."""
     verdict = cached.verdict
-    return Event(
-        subject=LINK_CHECKED,
-        event_type="link_checked",
-        author=EVENT_AUTHOR,
-        event_id=event_id,
-        occurred_at=now,
-        request_id=request_id,
-        data={
-            "username": request.username,
-            "url": request.url,
-            "status": verdict.status,
-            "http_status": verdict.http_status,
-            "reason": verdict.reason,
-            "checked_at": format_timestamp(cached.checked_at),
-            "link_created_at": request.link_created_at,
-        },
-    )
+    return LinkChecked(
+        username=request.username, url=request.url, status=verdict.status, http_status=verdict.http_status,
+        reason=verdict.reason, checked_at=cached.checked_at,
+        link_created_at=parse_timestamp(request.link_created_at) if request.link_created_at else None,
+    ).to_event(author=EVENT_AUTHOR, event_id=event_id, occurred_at=now)

@@ -15,7 +15,6 @@ from ..kit.core.errors import InvalidInput
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
-LINK_EVENT_TYPES = frozenset({"link_added", "link_updated", "link_deleted"})
 
 
 def to_millis(moment: datetime) -> int:
@@ -29,7 +28,7 @@ def from_millis(millis: int) -> datetime:
 @dataclass(frozen=True)
 class FeedItem:
     event_id: str
-    event_type: str  # link_added | link_updated | link_deleted
+    event_type: str  # of a link event (contracts.events.LINK_EVENTS)
     author: str
     url: str
     title: str

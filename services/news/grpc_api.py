@@ -7,16 +7,14 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ..contracts.events import LINK_EVENTS
 from ..contracts.news.v1 import news_pb2, news_pb2_grpc
 from ..kit.observability.logs import bind_contextvars
 from .domain import FeedItem
 from .service import NewsService
 
-_EVENT_TYPES = {
-    "link_added": news_pb2.LINK_ADDED,
-    "link_updated": news_pb2.LINK_UPDATED,
-    "link_deleted": news_pb2.LINK_DELETED,
-}
+# The proto's enum names are the event type names in capitals (LINK_ADDED for link_added).
+_EVENT_TYPES = {contract.event_type: news_pb2.EventType.Value(contract.event_type.upper()) for contract in LINK_EVENTS}
 
 
 def event_message(item: FeedItem) -> news_pb2.Event:

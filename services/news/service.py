@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import abc
 
-from ..contracts.events import Event
-from ..kit.core.errors import InvalidInput
 from ..kit.core.pages import decode_cursor, encode_cursor
 from ..kit.core.validation import validate_username
-from .domain import LINK_EVENT_TYPES, FeedItem, FeedPosition, FollowWindow, next_position, to_millis, validate_page_size
+from .domain import FeedItem, FeedPosition, FollowWindow, next_position, validate_page_size
 
 
 class FeedStore(abc.ABC):
@@ -53,28 +51,25 @@ class NewsService:
         self._history = authored_history
 
     # --- events -----------------------------------------------------------------------------
-    def apply_link_event(self, event: Event) -> int:
+    def apply_link_event(self, item: FeedItem) -> int:
         """Fan a link event out to the feeds of everyone following its author at the time; returns
         how many feeds it was written to."""
-        item = feed_item_from_event(event)
         self._store.remember_authored(item, self._history)
         readers = [window.follower for window in self._store.follow_windows(item.author)
                    if window.sees(item.occurred_ms)]
         self._store.add_to_feeds(readers, item, self._max_length)
         return len(readers)
 
-    def apply_follow(self, event: Event) -> None:
-        follower, followed = follow_parties(event)
-        at_ms = to_millis(event.occurred_at)
+    def apply_follow(self, follower: str, followed: str, at_ms: int) -> None:
+        """`follower` follows `followed` from `at_ms` (the follow event's time) on."""
         if self._store.record_follow(follower, followed, at_ms):
             # Events of the author processed before this follow event arrived, but after the follow.
             backlog = self._store.authored_since(followed, at_ms)
             for item in backlog:
                 self._store.add_to_feeds([follower], item, self._max_length)
 
-    def apply_unfollow(self, event: Event) -> None:
-        follower, followed = follow_parties(event)
-        self._store.record_unfollow(follower, followed, to_millis(event.occurred_at))
+    def apply_unfollow(self, follower: str, followed: str, at_ms: int) -> None:
+        self._store.record_unfollow(follower, followed, at_ms)
 
     # --- queries ------------------------------------------------------------------------------
     def get_news(self, username: str, start_token: str, limit: int) -> tuple[list[FeedItem], str]:
@@ -86,20 +81,3 @@ class NewsService:
         if len(items) <= count:
             return page, ""
         return page, encode_cursor(next_position(page, position).to_cursor(), ["news", username])
-
-
-def feed_item_from_event(event: Event) -> FeedItem:
-    if event.event_type not in LINK_EVENT_TYPES:
-        raise InvalidInput("event_type", f"not a link event: {event.event_type}")
-    url, title = event.data.get("url"), event.data.get("title")
-    if not isinstance(url, str) or not url or not isinstance(title, str):
-        raise InvalidInput("url", "a link event needs url and title")
-    return FeedItem(event_id=event.event_id, event_type=event.event_type, author=validate_username(event.author),
-                    url=url, title=title, occurred_ms=to_millis(event.occurred_at))
-
-
-def follow_parties(event: Event) -> tuple[str, str]:
-    return (validate_username(event.data.get("follower"), "follower"),
-            validate_username(event.data.get("followed"), "followed"))
-
-

@@ -7,18 +7,18 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 
 from ..catalogue import get_service
-from ..contracts.events import SOCIAL_STREAM, USER_CREATED, USERS_STREAM, Event
-from ..kit.core.validation import validate_username
-from ..kit.messaging.consumer import Subscription
+from ..contracts.events import SOCIAL_STREAM
 from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings
 from ..kit.serving.http_client import ServiceClient
 from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from .events import subscriptions
 from .http import social_graph_blueprint
 from .repository import PostgresUnitOfWork
-from .service import KNOWN_USERS_CONSUMER, SocialGraphService
+from .service import SocialGraphService
 from .user_directory import UserServiceDirectory
 
 FACTS = get_service("social-graph")
+
 
 class SocialGraphSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
     port: int = Field(FACTS.port, ge=1, le=65535)
@@ -50,16 +50,7 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     runtime.on_stop(user_service.close)
     service = SocialGraphService(lambda: PostgresUnitOfWork(runtime.transaction), UserServiceDirectory(user_service))
 
-    def on_user_created(event: Event) -> bool:
-        # An invalid username raises InvalidInput: the kit terminates the message instead of retrying it.
-        username = validate_username(event.data.get("username"))
-        return service.record_user_created(event.event_id, username, event.occurred_at)
-
-    return ServiceParts(
-        blueprints=[social_graph_blueprint(service)],
-        subscriptions=[Subscription(USERS_STREAM, (USER_CREATED,), durable=KNOWN_USERS_CONSUMER,
-                                    handler=on_user_created)],
-    )
+    return ServiceParts(blueprints=[social_graph_blueprint(service)], subscriptions=subscriptions(service))
 
 
 DEFINITION = ServiceDefinition(

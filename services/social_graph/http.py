@@ -2,7 +2,7 @@
 Thin: parse, call a use case, render. See README.md for the contract."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..kit.core.clock import format_timestamp
 from ..kit.core.pages import validate_limit
@@ -47,12 +47,12 @@ def social_graph_blueprint(service: SocialGraphService) -> Blueprint:
     @api.post("/following")
     def follow(username: str) -> tuple[Response, int]:
         wanted = FollowRequest.parse(json_object())
-        edge, created = service.follow(username, wanted.followed, request_id=g.request_id)
+        edge, created = service.follow(username, wanted.followed)
         return jsonify(follow_json(edge)), 201 if created else 200
 
     @api.delete("/following/<followed>")
     def unfollow(username: str, followed: str) -> tuple[str, int]:
-        service.unfollow(username, validate_username(followed, "followed"), request_id=g.request_id)
+        service.unfollow(username, validate_username(followed, "followed"))
         return "", 204
 
     return api

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable
 from datetime import datetime
 
-from ..contracts.events import FOLLOWED, UNFOLLOWED, Event
+from ..contracts.events import Event, Followed, FollowEvent, Unfollowed
 from ..kit.core.clock import utc_now
 from ..kit.core.errors import NotFound, Unavailable
 from ..kit.core.pages import decode_page_token, encode_page_token
@@ -74,27 +74,26 @@ class SocialGraphService:
         self._users = users
         self._now = clock
 
-    def follow(self, follower: str, followed: str, *, request_id: str | None = None) -> tuple[Follow, bool]:
+    def follow(self, follower: str, followed: str) -> tuple[Follow, bool]:
         """Make `follower` follow `followed`; the edge and whether it is new. Following twice is not an
         error: the second time changes nothing and publishes nothing."""
         check_can_follow(follower, followed)
         with self._uow() as uow:
             if uow.known_users.contains(followed):  # the common case: one transaction, no remote call
-                return self._add_edge(uow, follower, followed, request_id)
+                return self._add_edge(uow, follower, followed)
         # Not (yet) in the projection, e.g. the user-created event is still on its way: ask the user
         # service, outside any transaction, and remember the answer.
         if not self._users.exists(followed):
             raise NotFound(f"followed: no user named {followed}", details={"field": "followed"})
         with self._uow() as uow:
             uow.known_users.record(followed, self._now())
-            return self._add_edge(uow, follower, followed, request_id)
+            return self._add_edge(uow, follower, followed)
 
-    def _add_edge(self, uow: UnitOfWork, follower: str, followed: str,
-                  request_id: str | None) -> tuple[Follow, bool]:
+    def _add_edge(self, uow: UnitOfWork, follower: str, followed: str) -> tuple[Follow, bool]:
         for _attempt in range(_MAX_ADD_ATTEMPTS):
             added = uow.follows.add(Follow(follower=follower, followed=followed, created_at=self._now()))
             if added is not None:
-                uow.publish(follow_event(FOLLOWED, "followed", added, added.created_at, request_id))
+                uow.publish(follow_event(Followed, added, added.created_at))
                 return added, True
             existing = uow.follows.get(follower, followed)
             if existing is not None:
@@ -102,12 +101,12 @@ class SocialGraphService:
             # The edge that blocked the insert was deleted since by a concurrent unfollow: try again.
         raise Unavailable("followed: the edge keeps changing concurrently; retry", retry_after=1)
 
-    def unfollow(self, follower: str, followed: str, *, request_id: str | None = None) -> bool:
+    def unfollow(self, follower: str, followed: str) -> bool:
         """Remove the edge; False (and no event) when there was none."""
         with self._uow() as uow:
             removed = uow.follows.remove(follower, followed)
             if removed is not None:
-                uow.publish(follow_event(UNFOLLOWED, "unfollowed", removed, self._now(), request_id))
+                uow.publish(follow_event(Unfollowed, removed, self._now()))
         return removed is not None
 
     def list(self, username: str, direction: Direction, *, start_token: str | None,
@@ -131,13 +130,6 @@ class SocialGraphService:
         return True
 
 
-def follow_event(subject: str, event_type: str, follow: Follow, occurred_at: datetime,
-                 request_id: str | None) -> Event:
-    return Event(
-        subject=subject,
-        event_type=event_type,
-        author=follow.follower,
-        occurred_at=occurred_at,
-        request_id=request_id,
-        data={"follower": follow.follower, "followed": follow.followed},
-    )
+def follow_event(contract: type[FollowEvent], follow: Follow, occurred_at: datetime) -> Event:
+    return contract(follower=follow.follower, followed=follow.followed).to_event(author=follow.follower,
+                                                                             occurred_at=occurred_at)

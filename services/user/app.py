@@ -15,6 +15,7 @@ from .service import UserService
 
 FACTS = get_service("user")
 
+
 class UserSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
     port: int = Field(FACTS.port, ge=1, le=65535)
     access_token_ttl: int = Field(30 * 86400, ge=60)  # seconds; what a login gets by default

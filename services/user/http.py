@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..kit.core.clock import format_timestamp
 from ..kit.core.errors import InvalidInput
@@ -45,7 +45,7 @@ def users_blueprint(service: UserService) -> Blueprint:
 
     @api.post("/logins")
     def login() -> tuple[Response, int]:
-        user, created = service.login(LoginIdentity.parse(json_object()), request_id=g.request_id)
+        user, created = service.login(LoginIdentity.parse(json_object()))
         bind_contextvars(user=user.username)
         return jsonify({"user": user_json(user), "created": created}), 201 if created else 200
 

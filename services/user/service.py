@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from ..contracts.events import USER_CREATED, Event
+from ..contracts.events import Event, UserCreated
 from ..kit.core.clock import utc_now
 from ..kit.core.errors import InvalidInput, NotFound
 from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
@@ -76,7 +76,7 @@ class UserService:
         self._max_ttl = max_token_ttl_seconds
         self._now = clock
 
-    def login(self, identity: LoginIdentity, *, request_id: str | None = None) -> tuple[User, bool]:
+    def login(self, identity: LoginIdentity) -> tuple[User, bool]:
         """The user behind this identity, created on first login; True when created."""
         now = self._now()
         with self._uow() as uow:
@@ -99,7 +99,7 @@ class UserService:
                     identity.provider, identity.subject,
                 )
                 if created is not None:
-                    uow.publish(user_created_event(created, request_id))
+                    uow.publish(user_created_event(created))
                     return created, True
         raise AssertionError("username_candidates never runs out")
 
@@ -155,7 +155,5 @@ def _token_id() -> str:
     return str(uuid.uuid4())
 
 
-def user_created_event(user: User, request_id: str | None) -> Event:
-    # No email in the event: other services need to know the user exists, not how to reach them.
-    return Event(subject=USER_CREATED, event_type="user_created", author=user.username, request_id=request_id,
-                 data={"username": user.username, "name": user.name})
+def user_created_event(user: User) -> Event:
+    return UserCreated(username=user.username, name=user.name).to_event(author=user.username)

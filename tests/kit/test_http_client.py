@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from delinkcious.kit.core.errors import Unavailable
-from delinkcious.kit.observability.logs import bound_contextvars
+from delinkcious.kit.observability.context import request_scope
 from delinkcious.kit.serving.http_client import ServiceClient
 
 
@@ -46,7 +46,7 @@ def server():
 
 def test_caller_token_and_request_id_are_sent(server):
     client = ServiceClient(server, caller_token="tok-123")
-    with bound_contextvars(request_id="rid-42"):
+    with request_scope("rid-42"):
         assert client.request("GET", "/x").status_code == 200
     _method, headers = Recorder.calls[0]
     assert headers["Delinkcious-Caller-Token"] == "tok-123" and headers["X-Request-Id"] == "rid-42"

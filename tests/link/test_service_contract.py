@@ -261,9 +261,10 @@ def test_failed_unit_of_work_leaves_nothing_behind(service, user, backend):
             uow.links.lock_user(user)
             existing = uow.links.get(user, "https://r.example/kept")
             uow.links.delete(existing)
+            from delinkcious.contracts.events import LinkDeleted
             from delinkcious.link.service import link_event
 
-            uow.publish(link_event("delinkcious.links.v1.deleted", "link_deleted", existing, None))
+            uow.publish(link_event(LinkDeleted, existing))
             raise RuntimeError("crash before commit")
     assert all_pages(service, user) == ["https://r.example/kept"]
     assert [event["event_type"] for event in backend.events_for(user)] == ["link_added"]

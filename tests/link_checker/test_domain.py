@@ -21,6 +21,7 @@ from delinkcious.link_checker.domain import (
     parse_retry_after,
     redirect_target,
 )
+from delinkcious.link_checker.events import check_request_from
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 GUARD = AddressPolicy()
@@ -145,9 +146,9 @@ def test_retry_after_as_seconds_or_http_date():
 # --- what to check ------------------------------------------------------------------------------
 def test_check_request_from_a_link_event():
     data = {"username": "alice", "url": "https://a.example/x", "title": "t", "link_created_at": "2026-01-02T03:04:05.000001Z"}
-    request = CheckRequest.from_event_data(data, author="alice")
+    request = check_request_from(data, author="alice")
     assert request == CheckRequest("alice", "https://a.example/x", "2026-01-02T03:04:05.000001Z")
-    assert CheckRequest.from_event_data({"url": "http://b.example"}, author="bob").username == "bob"
+    assert check_request_from({"url": "http://b.example"}, author="bob").username == "bob"
 
 
 @pytest.mark.parametrize("data, field", [
@@ -160,7 +161,7 @@ def test_check_request_from_a_link_event():
 ])
 def test_events_that_can_never_be_checked_are_invalid_input(data, field):
     with pytest.raises(InvalidInput) as raised:
-        CheckRequest.from_event_data(data, author="alice")
+        check_request_from(data, author="alice")
     assert raised.value.field == field
 
 

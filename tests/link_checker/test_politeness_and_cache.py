@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from delinkcious.contracts.events import LINK_CHECKED, Event
+from delinkcious.kit.observability.context import request_scope
 from delinkcious.link_checker.domain import CheckRequest
 from delinkcious.link_checker.redis_store import RedisHostThrottle, RedisResultCache
 from delinkcious.link_checker.service import HostBusy, LinkCheckService
@@ -70,7 +71,7 @@ def test_one_url_saved_by_many_owners_is_fetched_once_per_ttl(make_checker, redi
     service, published = make_service(make_checker, redis_client, namespace, ttl_s=0.5)
     path = f"/ok/{uuid.uuid4().hex[:10]}"
     spellings = [target.url(path), target.url(path + "/").replace("http://", "HTTP://"), target.url(path)]
-    outcomes = [service.check_link(CheckRequest(owner, url, None), source_event_id=f"{owner}-e", request_id="r")
+    outcomes = [service.check_link(CheckRequest(owner, url, None), source_event_id=f"{owner}-e")
                 for owner, url in zip(("alice", "bob", "carol"), spellings)]
     assert [outcome.source for outcome in outcomes] == ["fetched", "cached", "cached"]
     assert len(target.requests_to(path)) == 1
@@ -80,7 +81,7 @@ def test_one_url_saved_by_many_owners_is_fetched_once_per_ttl(make_checker, redi
         (LINK_CHECKED, owner, url, "valid") for owner, url in zip(("alice", "bob", "carol"), spellings)]
 
     time.sleep(0.6)  # the TTL ran out: fetched again
-    again = service.check_link(CheckRequest("dave", target.url(path), None), source_event_id="d-e", request_id=None)
+    again = service.check_link(CheckRequest("dave", target.url(path), None), source_event_id="d-e")
     assert again.source == "fetched" and len(target.requests_to(path)) == 2
 
 
@@ -92,7 +93,7 @@ def test_concurrent_checks_of_one_url_fetch_it_once(make_checker, redis_client, 
 
     def check(index: int) -> None:
         outcome = service.check_link(CheckRequest(f"user{index}", target.url(path), None),
-                                     source_event_id=f"e{index}", request_id=None)
+                                     source_event_id=f"e{index}")
         sources.append(outcome.source)
 
     threads = [threading.Thread(target=check, args=(index,)) for index in range(5)]
@@ -109,19 +110,19 @@ def test_a_ttl_of_zero_fetches_every_time(make_checker, redis_client, namespace,
     service, _published = make_service(make_checker, redis_client, namespace, ttl_s=0)
     path = f"/ok/{uuid.uuid4().hex[:10]}"
     for owner in ("alice", "bob"):
-        assert service.check_link(CheckRequest(owner, target.url(path), None), source_event_id=owner,
-                                  request_id=None).source == "fetched"
+        assert service.check_link(CheckRequest(owner, target.url(path), None), source_event_id=owner).source == "fetched"
     assert len(target.requests_to(path)) == 2
 
 
 def test_the_published_event_is_the_link_services_contract(make_checker, redis_client, namespace, target):
-    from delinkcious.link.app import check_result_from_event
+    from delinkcious.link.events import check_result_from_event
 
     service, published = make_service(make_checker, redis_client, namespace, ttl_s=60)
     url = target.url(f"/missing/{uuid.uuid4().hex[:10]}")
     request = CheckRequest("alice", url, "2026-01-02T03:04:05.123456Z")
-    first = service.check_link(request, source_event_id="input-1", request_id="req-1")
-    again = service.check_link(request, source_event_id="input-1", request_id="req-1")  # a redelivery
+    with request_scope("req-1"):
+        first = service.check_link(request, source_event_id="input-1")
+        again = service.check_link(request, source_event_id="input-1")  # a redelivery
     assert first.event.event_id == again.event.event_id  # so JetStream and the link service drop it
     assert first.event.payload() | {"occurred_at": None} == again.event.payload() | {"occurred_at": None}
     payload = first.event.payload()

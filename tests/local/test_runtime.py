@@ -11,53 +11,32 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from delinkcious.local.runtime import (
-    DEVELOPER_CALLER,
-    RestartBackoff,
-    SecretsLayout,
-    ServerEndpoint,
+from delinkcious.catalogue import ServiceFacts
+from delinkcious.local.options import default_data_dir, parse_options, select_services
+from delinkcious.local.secrets import DEVELOPER_CALLER, SecretsLayout, ensure_caller_tokens, ensure_gateway_secrets
+from delinkcious.local.servers import DatabaseAccess, OidcProviderServer, free_port
+from delinkcious.local.status import ServerEndpoint, display_address, status_report
+from delinkcious.local.supervisor import RestartBackoff, SupervisedService
+from delinkcious.local.wiring import (
     ServiceWiring,
-    SupervisedService,
-    default_data_dir,
-    display_address,
-    ensure_caller_tokens,
-    ensure_gateway_secrets,
     grpc_address_variable,
     override_prefix,
-    parse_options,
-    select_services,
     service_environment,
     service_grpc_port,
     service_port,
     service_url_variable,
-    status_report,
 )
-from delinkcious.local.servers import DatabaseAccess, OidcProviderServer, free_port
 
-
-@dataclass(frozen=True)
-class Spec:
-    """Stand-in for delinkcious.catalogue.ServiceFacts."""
-
-    name: str
-    port: int
-    uses_postgres: bool = False
-    uses_redis: bool = False
-    uses_nats: bool = False
-    allowed_callers: tuple[str, ...] = ()
-    calls: tuple[str, ...] = ()
-    admin_port: int | None = None
-    grpc_port: int | None = None
-
-
-LINK = Spec("link", 8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",))
-LINK_CHECKER = Spec("link-checker", 8085, uses_nats=True)
-NEWS = Spec("news", 8084, uses_redis=True, uses_nats=True)
+LINK = ServiceFacts(
+    name="link", summary="stand-in", port=8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",)
+)
+LINK_CHECKER = ServiceFacts(name="link-checker", summary="stand-in", port=8085, uses_nats=True)
+NEWS = ServiceFacts(name="news", summary="stand-in", port=8084, uses_redis=True, uses_nats=True)
 SPECS = (LINK, LINK_CHECKER, NEWS)
 
 
@@ -249,28 +228,19 @@ def test_status_report_ends_with_the_up_line(tmp_path: Path) -> None:
 _DRIVER = """
 import os
 import sys
-from dataclasses import dataclass
+from delinkcious.catalogue import ServiceFacts
 from delinkcious.local import runtime
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    port: int
-    uses_postgres: bool = True
-    uses_redis: bool = True
-    uses_nats: bool = True
-    allowed_callers: tuple = ("api-gateway",)
-    calls: tuple = ()
-    admin_port: int | None = None
-    grpc_port: int | None = None
+from delinkcious.local.options import parse_options
 
 standin, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-runtime._configure_logging()
-options = runtime.parse_options(argv, {}, stdout_is_tty=False)
-environ = {"STANDIN__GREETING": "hello", **os.environ}
-local = runtime.LocalRuntime(
-    options, [Spec("standin", port)], environ, command_for=lambda name: [sys.executable, standin]
+service = ServiceFacts(
+    name="standin", summary="stand-in", port=port, uses_postgres=True, uses_redis=True, uses_nats=True,
+    allowed_callers=("api-gateway",),
 )
+runtime._configure_logging()
+options = parse_options(argv, {}, stdout_is_tty=False)
+environ = {"STANDIN__GREETING": "hello", **os.environ}
+local = runtime.LocalRuntime(options, [service], environ, command_for=lambda name: [sys.executable, standin])
 sys.exit(local.run())
 """
 
@@ -322,7 +292,7 @@ def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, 
 def inherited_environment() -> dict[str, str]:
     import os
 
-    from delinkcious.local.runtime import SERVER_VARIABLES
+    from delinkcious.local.wiring import SERVER_VARIABLES
 
     return {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
 
@@ -381,8 +351,8 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
 
 
 def test_callers_are_told_where_the_services_they_call_listen(tmp_path: Path) -> None:
-    social = Spec("social-graph", 8083, calls=("user",))
-    user = Spec("user", 8082)
+    social = ServiceFacts(name="social-graph", summary="stand-in", port=8083, calls=("user",))
+    user = ServiceFacts(name="user", summary="stand-in", port=8082)
     base_env = {"USER__PORT": "9999"}
     urls = {spec.name: f"http://127.0.0.1:{service_port(spec, base_env)}" for spec in (social, user)}
     environment = service_environment(social, replace(wiring(tmp_path), service_urls=urls), base_env)
@@ -393,11 +363,16 @@ def test_callers_are_told_where_the_services_they_call_listen(tmp_path: Path) ->
 # --------------------------------------------------------------------------------------
 # Admin ports, gRPC addresses and the gateway's sign-in
 
-GATEWAY = Spec(
-    "api-gateway", 8080, admin_port=8090, uses_redis=True, calls=("link", "user", "social-graph", "news")
+GATEWAY = ServiceFacts(
+    name="api-gateway",
+    summary="stand-in",
+    port=8080,
+    admin_port=8090,
+    uses_redis=True,
+    calls=("link", "user", "social-graph", "news"),
 )
-USER = Spec("user", 8082)
-SOCIAL = Spec("social-graph", 8083, calls=("user",))
+USER = ServiceFacts(name="user", summary="stand-in", port=8082)
+SOCIAL = ServiceFacts(name="social-graph", summary="stand-in", port=8083, calls=("user",))
 NEWS_GRPC = replace(NEWS, grpc_port=9084)
 ALL = (LINK, USER, SOCIAL, NEWS_GRPC, LINK_CHECKER, GATEWAY)
 GATEWAY_ONLY_VARIABLES = (
@@ -535,39 +510,17 @@ def test_status_report_shows_the_login_url(tmp_path: Path) -> None:
 _GATEWAY_DRIVER = """
 import os
 import sys
-from dataclasses import dataclass
+from delinkcious.catalogue import ServiceFacts
 from delinkcious.local import runtime
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    port: int
-    admin_port: int
-    uses_postgres: bool = False
-    uses_redis: bool = False
-    uses_nats: bool = False
-    allowed_callers: tuple = ()
-    calls: tuple = ("news",)
-    grpc_port: int | None = None
-
-@dataclass(frozen=True)
-class News:
-    name: str = "news"
-    port: int = 8084
-    grpc_port: int = 9084
-    admin_port: int | None = None
-    uses_postgres: bool = False
-    uses_redis: bool = False
-    uses_nats: bool = False
-    allowed_callers: tuple = ()
-    calls: tuple = ()
+from delinkcious.local.options import parse_options
 
 standin, port, admin_port, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+news = ServiceFacts(name="news", summary="stand-in", port=8084, grpc_port=9084)
+gateway = ServiceFacts(name="api-gateway", summary="stand-in", port=port, admin_port=admin_port, calls=("news",))
 runtime._configure_logging()
-options = runtime.parse_options(argv, {}, stdout_is_tty=False)
+options = parse_options(argv, {}, stdout_is_tty=False)
 local = runtime.LocalRuntime(
-    options, [News(), Spec("api-gateway", port, admin_port)], dict(os.environ),
-    command_for=lambda name: [sys.executable, standin],
+    options, [news, gateway], dict(os.environ), command_for=lambda name: [sys.executable, standin]
 )
 sys.exit(local.run())
 """

@@ -8,6 +8,7 @@ import pytest
 import redis
 from delinkcious.contracts.events import FOLLOWED, LINK_ADDED, LINK_DELETED, UNFOLLOWED, Event
 from delinkcious.kit.core.errors import InvalidInput
+from delinkcious.news.events import on_follow, on_link_event, on_unfollow
 from delinkcious.news.service import NewsService
 from delinkcious.news.store import InMemoryFeedStore, RedisFeedStore
 
@@ -48,9 +49,9 @@ def people() -> tuple[str, str, str]:
 
 def test_followers_see_an_authors_events_newest_first(service, people):
     author, reader, other = people
-    service.apply_follow(follow_event(reader, author, T0))
-    service.apply_link_event(link_event(author, "https://a/1", T0 + timedelta(seconds=1)))
-    service.apply_link_event(link_event(author, "https://a/1", T0 + timedelta(seconds=2), "link_deleted"))
+    on_follow(service, follow_event(reader, author, T0))
+    on_link_event(service, link_event(author, "https://a/1", T0 + timedelta(seconds=1)))
+    on_link_event(service, link_event(author, "https://a/1", T0 + timedelta(seconds=2), "link_deleted"))
     assert feed(service, reader) == [("link_deleted", "https://a/1"), ("link_added", "https://a/1")]
     assert feed(service, other) == []
     assert feed(service, author) == []  # authors do not follow themselves
@@ -58,32 +59,32 @@ def test_followers_see_an_authors_events_newest_first(service, people):
 
 def test_a_follower_sees_only_events_from_the_moment_they_follow(service, people):
     author, reader, _ = people
-    service.apply_link_event(link_event(author, "https://before", T0))
-    service.apply_follow(follow_event(reader, author, T0 + timedelta(seconds=10)))
-    service.apply_link_event(link_event(author, "https://after", T0 + timedelta(seconds=20)))
+    on_link_event(service, link_event(author, "https://before", T0))
+    on_follow(service, follow_event(reader, author, T0 + timedelta(seconds=10)))
+    on_link_event(service, link_event(author, "https://after", T0 + timedelta(seconds=20)))
     assert feed(service, reader) == [("link_added", "https://after")]
 
 
 def test_events_processed_before_the_follow_event_arrived_still_reach_the_follower(service, people):
     author, reader, _ = people
     # The follow happened first, but its event is processed after the author's event.
-    service.apply_link_event(link_event(author, "https://raced", T0 + timedelta(seconds=2)))
-    service.apply_follow(follow_event(reader, author, T0 + timedelta(seconds=1)))
+    on_link_event(service, link_event(author, "https://raced", T0 + timedelta(seconds=2)))
+    on_follow(service, follow_event(reader, author, T0 + timedelta(seconds=1)))
     assert feed(service, reader) == [("link_added", "https://raced")]
 
 
 def test_unfollow_stops_new_events_even_when_events_arrive_out_of_order(service, people):
     author, reader, _ = people
-    service.apply_follow(follow_event(reader, author, T0))
-    service.apply_link_event(link_event(author, "https://while-following", T0 + timedelta(seconds=1)))
-    service.apply_unfollow(follow_event(reader, author, T0 + timedelta(seconds=2), follow=False))
-    service.apply_link_event(link_event(author, "https://after-unfollow", T0 + timedelta(seconds=3)))
+    on_follow(service, follow_event(reader, author, T0))
+    on_link_event(service, link_event(author, "https://while-following", T0 + timedelta(seconds=1)))
+    on_unfollow(service, follow_event(reader, author, T0 + timedelta(seconds=2), follow=False))
+    on_link_event(service, link_event(author, "https://after-unfollow", T0 + timedelta(seconds=3)))
     # A stale follow event (older than the unfollow) changes nothing.
-    service.apply_follow(follow_event(reader, author, T0 + timedelta(milliseconds=500)))
-    service.apply_link_event(link_event(author, "https://still-unfollowed", T0 + timedelta(seconds=4)))
+    on_follow(service, follow_event(reader, author, T0 + timedelta(milliseconds=500)))
+    on_link_event(service, link_event(author, "https://still-unfollowed", T0 + timedelta(seconds=4)))
     assert feed(service, reader) == [("link_added", "https://while-following")]
-    service.apply_follow(follow_event(reader, author, T0 + timedelta(seconds=5)))
-    service.apply_link_event(link_event(author, "https://followed-again", T0 + timedelta(seconds=6)))
+    on_follow(service, follow_event(reader, author, T0 + timedelta(seconds=5)))
+    on_link_event(service, link_event(author, "https://followed-again", T0 + timedelta(seconds=6)))
     assert feed(service, reader)[0] == ("link_added", "https://followed-again")
 
 
@@ -92,26 +93,26 @@ def test_redelivered_events_never_duplicate_a_feed_item(service, people):
     follow = follow_event(reader, author, T0)
     added = link_event(author, "https://once", T0 + timedelta(seconds=1))
     for _ in range(3):
-        service.apply_follow(follow)
-        service.apply_link_event(added)
+        on_follow(service, follow)
+        on_link_event(service, added)
     assert feed(service, reader) == [("link_added", "https://once")]
 
 
 def test_feeds_are_capped_to_the_newest_items(service, people):
     author, reader, _ = people
-    service.apply_follow(follow_event(reader, author, T0))
+    on_follow(service, follow_event(reader, author, T0))
     for index in range(8):
-        service.apply_link_event(link_event(author, f"https://cap/{index}", T0 + timedelta(seconds=index + 1)))
+        on_link_event(service, link_event(author, f"https://cap/{index}", T0 + timedelta(seconds=index + 1)))
     assert [url for _, url in feed(service, reader)] == [f"https://cap/{index}" for index in (7, 6, 5, 4, 3)]
 
 
 def test_walking_all_pages_returns_each_item_once_even_with_equal_timestamps(service, people):
     author, reader, _ = people
     big = NewsService(service._store, feed_max_length=1000)
-    big.apply_follow(follow_event(reader, author, T0))
+    on_follow(big, follow_event(reader, author, T0))
     moments = [T0 + timedelta(seconds=second) for second in (1, 2, 2, 2, 2, 3, 4, 4, 5)]
     for index, moment in enumerate(moments):
-        big.apply_link_event(link_event(author, f"https://page/{index}", moment))
+        on_link_event(big, link_event(author, f"https://page/{index}", moment))
     for limit in (1, 2, 3, 4, 10):
         seen, token = [], ""
         for _ in itertools.count():
@@ -137,9 +138,9 @@ def test_bad_requests_name_the_field(service, username, token, limit, field):
 
 def test_a_token_belongs_to_its_user(service, people):
     author, reader, other = people
-    service.apply_follow(follow_event(reader, author, T0))
+    on_follow(service, follow_event(reader, author, T0))
     for index in range(3):
-        service.apply_link_event(link_event(author, f"https://t/{index}", T0 + timedelta(seconds=index + 1)))
+        on_link_event(service, link_event(author, f"https://t/{index}", T0 + timedelta(seconds=index + 1)))
     _, token = service.get_news(reader, "", 1)
     with pytest.raises(InvalidInput):
         service.get_news(other, token, 1)
@@ -148,9 +149,9 @@ def test_a_token_belongs_to_its_user(service, people):
 def test_malformed_events_are_rejected(service, people):
     author, _, _ = people
     with pytest.raises(InvalidInput):
-        service.apply_link_event(Event(subject=LINK_ADDED, event_type="link_added", author=author, data={}))
+        on_link_event(service, Event(subject=LINK_ADDED, event_type="link_added", author=author, data={}))
     with pytest.raises(InvalidInput):
-        service.apply_follow(Event(subject=FOLLOWED, event_type="followed", author=author,
+        on_follow(service, Event(subject=FOLLOWED, event_type="followed", author=author,
                                    data={"follower": author, "followed": "Not Valid"}))
 
 
@@ -165,6 +166,6 @@ def test_a_feed_store_outage_is_unavailable_not_an_error(private_redis):
     with pytest.raises(Unavailable):
         service.get_news("ann", "", 10)
     with pytest.raises(Unavailable):  # the consumer naks it and JetStream redelivers later
-        service.apply_link_event(link_event("ann", "https://x", T0))
+        on_link_event(service, link_event("ann", "https://x", T0))
     private_redis.start()
     assert service.get_news("ann", "", 10) == ([], "")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
-from delinkcious.contracts.events import FOLLOWED, UNFOLLOWED
+from delinkcious.contracts.events import FOLLOWED, UNFOLLOWED, Followed, Unfollowed
 from delinkcious.kit.core.clock import utc_now
 from delinkcious.kit.core.errors import InvalidInput, NotFound, Unavailable
+from delinkcious.kit.observability.context import request_scope
 from delinkcious.kit.postgres.db import Database
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.domain import CannotFollowSelf, Follow
@@ -118,7 +119,8 @@ def kinds(events: list[dict[str, Any]]) -> list[str]:
 
 def test_follow_creates_one_edge_and_one_event(service, backend, user_factory):
     ann, bob = user_factory(), user_factory()
-    edge, created = service.follow(ann, bob, request_id="rid-1")
+    with request_scope("rid-1"):
+        edge, created = service.follow(ann, bob)
     assert created and (edge.follower, edge.followed) == (ann, bob) and edge.id is not None
     [event] = backend.events_for(ann)
     assert event["subject"] == FOLLOWED and event["event_type"] == "followed"
@@ -294,9 +296,9 @@ def test_failed_unit_of_work_leaves_nothing_behind(service, backend, user_factor
     with pytest.raises(RuntimeError):
         with backend.unit_of_work() as uow:
             removed = uow.follows.remove(ann, bob)
-            uow.publish(follow_event(UNFOLLOWED, "unfollowed", removed, utc_now(), None))
+            uow.publish(follow_event(Unfollowed, removed, utc_now()))
             added = uow.follows.add(Follow(follower=ann, followed=carol, created_at=utc_now()))
-            uow.publish(follow_event(FOLLOWED, "followed", added, utc_now(), None))
+            uow.publish(follow_event(Followed, added, utc_now()))
             uow.known_users.record(carol, utc_now())
             raise RuntimeError("crash before commit")
     assert all_pages(service, ann, "following") == [bob]

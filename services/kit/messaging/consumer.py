@@ -23,10 +23,10 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from ...contracts.events import Event, InvalidEvent, StreamSpec
+from ...contracts.events import Event, EventContract, InvalidEvent, StreamSpec
 from ..core.errors import InvalidInput, NotFound
 from ..observability import metrics
-from ..observability.context import accept_or_create_request_id
+from ..observability.context import adopt_request_id, presented_in, request_scope
 from ..observability.logs import bind_contextvars, bound_contextvars, get_logger
 from .nats import NatsConnection
 
@@ -46,6 +46,15 @@ class Subscription:
     durable: str  # shared by all replicas of a service, so they split the work
     handler: EventHandler
     ack_wait_s: float = 30.0
+
+    @classmethod
+    def to(cls, *contracts: type[EventContract], durable: str, handler: EventHandler,
+           ack_wait_s: float = 30.0) -> Subscription:
+        """A subscription to these events (of one stream), by their contracts."""
+        streams = {contract.stream for contract in contracts}
+        if len(streams) != 1:
+            raise ValueError(f"a subscription reads one stream, these events are on {len(streams)}")
+        return cls(streams.pop(), tuple(contract.subject for contract in contracts), durable, handler, ack_wait_s)
 
 
 class ConsumerGroup:
@@ -174,8 +183,8 @@ class ConsumerGroup:
 
     async def _handle(self, subscription: Subscription, message: Msg) -> None:
         # Each message is handled in its own task, so the bound context is this message's alone.
-        request_id = accept_or_create_request_id((message.headers or {}).get("X-Request-Id"))
-        with bound_contextvars(request_id=request_id, consumer=subscription.durable, subject=message.subject):
+        with request_scope(presented_in(message.headers)), \
+                bound_contextvars(consumer=subscription.durable, subject=message.subject):
             await self._handle_in_context(subscription, message)
 
     async def _handle_in_context(self, subscription: Subscription, message: Msg) -> None:
@@ -192,9 +201,9 @@ class ConsumerGroup:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         context.run(bind_contextvars, event_id=event.event_id)
-        if event.request_id and not (message.headers or {}).get("X-Request-Id"):
+        if event.request_id and not presented_in(message.headers):
             # No header (a publisher without one): the payload's request id still joins the lines up.
-            context.run(bind_contextvars, request_id=accept_or_create_request_id(event.request_id))
+            context.run(adopt_request_id, event.request_id)
 
         def run_handler() -> bool | None:
             return context.run(subscription.handler, event)

@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError
 
 from ...contracts.events import Event, StreamSpec
 from ..observability import metrics
+from ..observability.context import event_headers
 from ..observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -176,9 +177,7 @@ class NatsConnection:
         """Publish one event now and wait for JetStream's ack (for services without an outbox, whose
         events are derived from a consumed message: they ack that message only after this returns).
         The message id defaults to the event id, so a republished event is dropped by the server."""
-        headers = {"Nats-Msg-Id": msg_id or event.event_id}
-        if event.request_id:
-            headers["X-Request-Id"] = event.request_id
+        headers = event_headers(msg_id or event.event_id, event.request_id)
         self.run(self.publish_batch([(event.subject, event.encode(), headers)], timeout=timeout), timeout=timeout + 1)
         metrics.EVENTS_PUBLISHED.labels(self._client_name, event.subject).inc()
 

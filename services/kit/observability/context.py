@@ -1,10 +1,30 @@
-"""The current request id, shared by logs, outgoing calls and published events."""
+"""The request context, in one module: where a request's id comes from and where it goes.
+
+Every hop reads and writes it here: incoming HTTP (kit.serving.web) and gRPC (kit.serving.grpc_server)
+requests, consumed NATS messages (kit.messaging.consumer); outgoing HTTP (kit.serving.http_client)
+and gRPC (kit.serving.grpc_client) calls, and published events (the outbox row's headers, direct
+publishing). The id itself lives in one context variable (kit.core.request_id), so log lines
+(kit.observability.logs) and events created by use cases pick it up without being handed it.
+"""
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import Token
+from typing import Any
 
-import structlog
+from ..core.request_id import current_request_id, reset_request_id, set_request_id
+
+__all__ = [
+    "REQUEST_ID_HEADER", "GRPC_REQUEST_ID_KEY", "accept_or_create_request_id", "current_request_id",
+    "request_scope", "enter_request", "leave_request", "adopt_request_id", "outgoing_headers",
+    "outgoing_grpc_metadata", "event_headers", "presented_in",
+]
+
+REQUEST_ID_HEADER = "X-Request-Id"  # HTTP requests and responses, and NATS message headers
+GRPC_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()  # gRPC metadata keys are lower case
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -16,5 +36,54 @@ def accept_or_create_request_id(presented: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def current_request_id() -> str | None:
-    return structlog.contextvars.get_contextvars().get("request_id")
+# --- incoming ----------------------------------------------------------------------------------
+@contextmanager
+def request_scope(presented: str | None) -> Iterator[str]:
+    """Handle one request or message under the presented id (or a new one)."""
+    request_id, token = enter_request(presented)
+    try:
+        yield request_id
+    finally:
+        leave_request(token)
+
+
+def enter_request(presented: str | None) -> tuple[str, Token[str | None]]:
+    """For frameworks that begin and end a request in separate hooks (Flask); pair with leave_request."""
+    request_id = accept_or_create_request_id(presented)
+    return request_id, set_request_id(request_id)
+
+
+def leave_request(token: Token[str | None]) -> None:
+    reset_request_id(token)
+
+
+def adopt_request_id(presented: str | None) -> None:
+    """Take `presented` as the current id in a context that is thrown away afterwards (a copied
+    context running one message's handler)."""
+    set_request_id(accept_or_create_request_id(presented))
+
+
+def presented_in(headers: Mapping[str, Any] | None) -> str | None:
+    """The id an incoming HTTP request or NATS message carries, if any."""
+    return (headers or {}).get(REQUEST_ID_HEADER)
+
+
+# --- outgoing ----------------------------------------------------------------------------------
+def outgoing_headers() -> dict[str, str]:
+    """Headers that carry the current request on an HTTP call."""
+    request_id = current_request_id()
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+
+
+def outgoing_grpc_metadata() -> list[tuple[str, str]]:
+    request_id = current_request_id()
+    return [(GRPC_REQUEST_ID_KEY, request_id)] if request_id else []
+
+
+def event_headers(event_id: str, request_id: str | None) -> dict[str, str]:
+    """NATS headers of a published event: its id for JetStream's duplicate detection, and the request
+    that caused it."""
+    headers = {"Nats-Msg-Id": event_id}
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return headers

@@ -1,7 +1,7 @@
 """The logging standard: one JSON object per line on stdout, keys from docs/logging.md.
 
-Context (request_id, user, ...) is bound with structlog's contextvars so every line written while
-handling a request or an event carries it. LOG_FORMAT=console gives a human-readable local mode.
+Context (user, ...) is bound with structlog's contextvars, and the request id comes from the request
+context, so every line written while handling a request or an event carries them. LOG_FORMAT=console gives a human-readable local mode.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import structlog
 import structlog.tracebacks
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
 
+from ..core.request_id import current_request_id
+
 __all__ = ["configure_logging", "get_logger", "bind_contextvars", "bound_contextvars", "clear_contextvars"]
 
 
@@ -21,7 +23,14 @@ def _shared_processors(service: str) -> list[Any]:
         event_dict.setdefault("service", service)
         return event_dict
 
+    def add_request_id(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        request_id = current_request_id()  # kept by the request context, not bound per logger
+        if request_id is not None:
+            event_dict.setdefault("request_id", request_id)
+        return event_dict
+
     return [
+        add_request_id,
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),

@@ -13,14 +13,13 @@ from psycopg2.extras import Json
 
 from ...contracts.events import Event
 from ..core.unit_of_work import UnitOfWork
+from ..observability.context import event_headers
 
 
 def record_event(cursor: psycopg2.extensions.cursor, event: Event) -> None:
     """Write `event` to the outbox in the caller's transaction: it is published if, and only if,
     the transaction commits."""
-    headers = {"Nats-Msg-Id": event.event_id}
-    if event.request_id:
-        headers["X-Request-Id"] = event.request_id
+    headers = event_headers(event.event_id, event.request_id)
     cursor.execute(
         "INSERT INTO outbox (event_id, subject, payload, headers) VALUES (%s, %s, %s, %s)",
         (event.event_id, event.subject, Json(event.payload()), Json(headers)),

@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from ..core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError, Unauthenticated, Unavailable
 from ..observability import metrics
-from ..observability.context import accept_or_create_request_id
-from ..observability.logs import bind_contextvars, bound_contextvars, get_logger
+from ..observability.context import GRPC_REQUEST_ID_KEY, request_scope
+from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
 from .callers import CALLER_TOKEN_HEADER, CallerAuthenticator
 
 log = get_logger("delinkcious.access")
@@ -59,11 +59,10 @@ class _Observability(grpc.ServerInterceptor):
         inner = handler.unary_unary
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
-            request_id = accept_or_create_request_id(metadata.get("x-request-id"))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            with bound_contextvars(request_id=request_id):
-                context.set_trailing_metadata((("x-request-id", request_id),))
+            with request_scope(metadata.get(GRPC_REQUEST_ID_KEY)) as request_id:
+                context.set_trailing_metadata(((GRPC_REQUEST_ID_KEY, request_id),))
                 try:
                     if not method.startswith(_OPEN_METHODS):
                         caller = self._callers.identify(metadata.get(CALLER_TOKEN_HEADER.lower()))
@@ -75,7 +74,7 @@ class _Observability(grpc.ServerInterceptor):
                 except ServiceError as error:
                     code = status_of(error)
                     if isinstance(error, Unavailable):
-                        context.set_trailing_metadata((("x-request-id", request_id),
+                        context.set_trailing_metadata(((GRPC_REQUEST_ID_KEY, request_id),
                                                        ("retry-after", str(error.retry_after))))
                     context.abort(code, error.message)
                 except Exception as error:
@@ -90,6 +89,7 @@ class _Observability(grpc.ServerInterceptor):
                     metrics.GRPC_REQUESTS.labels(self._service, method, code.name).inc()
                     metrics.GRPC_DURATION.labels(self._service, method).observe(duration)
                     log.info("rpc", method=method, status=code.name, duration_ms=round(duration * 1000, 2))
+                    clear_contextvars()  # pool threads are reused: the caller and user stay with this call
 
         return grpc.unary_unary_rpc_method_handler(
             observed, request_deserializer=handler.request_deserializer,

@@ -9,7 +9,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..core.errors import Unavailable
-from ..observability.context import current_request_id
+from ..observability.context import outgoing_headers
 from ..observability.logs import get_logger
 from .callers import CALLER_TOKEN_HEADER
 
@@ -50,10 +50,7 @@ class ServiceClient:
             self._session.headers[CALLER_TOKEN_HEADER] = caller_token
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = dict(kwargs.pop("headers", None) or {})
-        request_id = current_request_id()
-        if request_id:
-            headers.setdefault("X-Request-Id", request_id)
+        headers = {**outgoing_headers(), **(kwargs.pop("headers", None) or {})}
         try:
             return self._session.request(method, f"{self.base_url}{path}", headers=headers,
                                          timeout=self._timeout, **kwargs)

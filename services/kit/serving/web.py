@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..core.errors import InvalidInput, ServiceError, Unavailable
 from ..observability import metrics
-from ..observability.context import accept_or_create_request_id
+from ..observability.context import REQUEST_ID_HEADER, enter_request, leave_request
 from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
 from .callers import CALLER_TOKEN_HEADER
 from .runtime import ServiceRuntime
@@ -45,7 +45,7 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
 
     app.before_request(_begin_request)
     app.after_request(_finish_request)
-    app.teardown_request(lambda _error: clear_contextvars())  # worker threads are reused
+    app.teardown_request(_end_request)
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -112,13 +112,19 @@ def is_ops_path(path: str) -> bool:
 
 def _begin_request() -> None:
     g.started = time.perf_counter()
-    g.request_id = accept_or_create_request_id(request.headers.get("X-Request-Id"))
-    bind_contextvars(request_id=g.request_id)
+    g.request_id, g.request_context = enter_request(request.headers.get(REQUEST_ID_HEADER))
     if not is_ops_path(request.path):
         runtime = runtime_of_current_app()
         caller = runtime.callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
         if caller:
             bind_contextvars(caller=caller)
+
+
+def _end_request(_error: BaseException | None) -> None:
+    # Worker threads are reused: nothing of this request may leak into the next one.
+    if "request_context" in g:
+        leave_request(g.request_context)
+    clear_contextvars()
 
 
 def runtime_of_current_app() -> ServiceRuntime:
@@ -128,7 +134,7 @@ def runtime_of_current_app() -> ServiceRuntime:
 
 
 def _finish_request(response: Response) -> Response:
-    response.headers["X-Request-Id"] = g.get("request_id", "")
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     service = runtime_of_current_app().name

