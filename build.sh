@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
 # Build helpers. `./build.sh test` runs the suite (as CI does); `./build.sh proto` regenerates the
-# gRPC code in services/api from proto/; `./build.sh images [SERVICE...]`
-# builds one image per service with docker, or with buildah where no Docker engine runs.
+# gRPC code in services/api from proto/; `./build.sh images [SERVICE...]` builds one image per catalogue
+# service (all of them when none is named) from the one recipe, services/Dockerfile, with docker, or with
+# buildah where no Docker engine runs.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Service names use dashes (social-graph); their folders are Python packages, so underscores.
-services() { for dockerfile in services/*/Dockerfile; do basename "$(dirname "$dockerfile")" | tr _ -; done; }
+# The services are those of the catalogue (services/catalogue.py), not whatever folders exist.
+services() {
+  "${PYTHON:-.venv/bin/python}" -c 'from delinkcious.catalogue import SERVICES; print(*(s.name for s in SERVICES))'
+}
 
 build_image() {
-  local service=$1 dockerfile="services/${1//-/_}/Dockerfile" tag="delinkcious/$1:${TAG:-dev}"
+  local service=$1 tag="delinkcious/$1:${TAG:-dev}"
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-    docker build -f "$dockerfile" -t "$tag" .
+    docker build -f services/Dockerfile --build-arg "SERVICE=$service" -t "$tag" .
   else
-    buildah bud --isolation chroot -f "$dockerfile" -t "$tag" .
+    buildah bud --isolation chroot -f services/Dockerfile --build-arg "SERVICE=$service" -t "$tag" .
   fi
 }
 
 case "${1:-}" in
   test) exec bash .ci/run ;;
   proto) exec "${PYTHON:-.venv/bin/python}" proto/generate.py ;;
-  images) shift; for service in "${@:-$(services)}"; do build_image "$service"; done ;;
+  images)
+    shift
+    if (($# == 0)); then
+      all=$(services)  # an assignment, so that a catalogue that fails to load stops here (set -e)
+      read -ra names <<<"$all"
+      set -- "${names[@]}"
+    fi
+    for service in "$@"; do build_image "$service"; done
+    ;;
   *) echo "usage: $0 test | proto | images [SERVICE...]" >&2; exit 2 ;;
 esac

@@ -1,16 +1,19 @@
-"""Every service image definition passes the Dockerfile linter and runs as a non-root user."""
+"""The one container recipe (services/Dockerfile) serves any catalogue service, passes the Dockerfile linter,
+runs unprivileged, and writes no port down: the ports come from the service's settings (the catalogue)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
-import pytest
+from delinkcious.catalogue import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = sorted(ROOT.glob("services/*/Dockerfile"))
+DOCKERFILE = ROOT / "services" / "Dockerfile"
 
 
 def hadolint() -> str:
@@ -19,16 +22,148 @@ def hadolint() -> str:
     return found
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)
-def test_dockerfile_passes_hadolint(dockerfile):
-    result = subprocess.run([hadolint(), str(dockerfile)], capture_output=True, text=True)
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip() if " " in line.strip() else "")
+            for line in joined.splitlines() if line.strip()]
+
+
+def final_stage() -> list[tuple[str, str]]:
+    parsed = instructions(DOCKERFILE.read_text())
+    last_from = max(index for index, (instruction, _) in enumerate(parsed) if instruction == "FROM")
+    return parsed[last_from:]
+
+
+def exec_form(arguments: str) -> list[str]:
+    assert arguments.startswith("["), f"exec form (no shell) expected: {arguments}"
+    return json.loads(arguments)
+
+
+def test_there_is_one_recipe():
+    assert sorted(ROOT.glob("services/*/Dockerfile")) == []
+    assert DOCKERFILE.is_file()
+
+
+def test_recipe_passes_hadolint():
+    result = subprocess.run([hadolint(), str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)
-def test_image_runs_unprivileged_and_serves_its_service(dockerfile):
-    text = dockerfile.read_text()
-    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
-    assert users and users[-1] not in ("root", "0"), "the final stage must drop root"
-    service = dockerfile.parent.name.replace("_", "-")  # services/social_graph serves social-graph
-    assert f'"serve", "{service}"' in text
+def test_final_stage_runs_as_a_non_root_numeric_user():
+    users = [arguments for instruction, arguments in final_stage() if instruction == "USER"]
+    assert users, "the final stage must drop root"
+    assert users[-1].isdigit() and int(users[-1]) != 0, f"USER must be a non-root uid (runAsNonRoot): {users[-1]}"
+
+
+def test_recipe_is_multi_stage_and_installs_into_a_venv():
+    parsed = instructions(DOCKERFILE.read_text())
+    assert [instruction for instruction, _ in parsed].count("FROM") >= 2
+    assert any(instruction == "RUN" and "pip install --no-cache-dir ." in arguments
+               for instruction, arguments in parsed)
+    assert any(instruction == "COPY" and arguments.startswith("--from=") for instruction, arguments in final_stage())
+
+
+def test_recipe_takes_the_service_as_a_build_argument_and_names_it_for_the_commands():
+    stage = final_stage()
+    assert ("ARG", "SERVICE") in stage
+    environment = " ".join(arguments for instruction, arguments in stage if instruction == "ENV")
+    assert re.search(r"\bSERVICE_NAME=\$\{?SERVICE\}?(\s|$)", environment)
+    for setting in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "HOST=0.0.0.0"):
+        assert setting in environment
+
+
+def test_recipe_writes_no_port_down():
+    text = DOCKERFILE.read_text()
+    ports = {port for facts in SERVICES for port in (facts.port, facts.admin_port, facts.grpc_port) if port}
+    written = {port for port in ports if re.search(rf"(?<!\d){port}(?!\d)", text)}
+    assert not written, f"ports come from the catalogue, not the recipe: {sorted(written)}"
+    exposed = [arguments for instruction, arguments in instructions(text) if instruction == "EXPOSE"]
+    assert not [ports for ports in exposed if re.search(r"\d", ports)], exposed
+    assert not re.search(r"\b(ENV|ARG)\b[^\n]*\b(PORT|ADMIN_PORT|GRPC_PORT)=", text)
+
+
+def test_entry_point_serves_and_health_check_probes_without_a_shell():
+    stage = final_stage()
+    [entrypoint] = [arguments for instruction, arguments in stage if instruction == "ENTRYPOINT"]
+    assert exec_form(entrypoint) == ["delinkcious", "serve"]
+    [healthcheck] = [arguments for instruction, arguments in stage if instruction == "HEALTHCHECK"]
+    options, _, command = healthcheck.partition("CMD")
+    assert exec_form(command.strip())[:2] == ["delinkcious", "probe"]
+    assert "--timeout=" in options
+
+
+def test_recipe_holds_no_secret():
+    text = DOCKERFILE.read_text()
+    for instruction, arguments in instructions(text):
+        if instruction in ("ENV", "ARG"):
+            assert not re.search(r"(PASSWORD|SECRET|TOKEN)[A-Z_]*=", arguments, flags=re.IGNORECASE), arguments
+
+
+# The build context: what .dockerignore lets through (Docker's rules: the last matching pattern wins,
+# a pattern that matches a folder matches everything in it, `*` stays within one path segment).
+def ignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    patterns = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        glob = line.lstrip("!").strip().strip("/")
+        expression = re.escape(glob).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        expression = expression.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        patterns.append((keep, re.compile(expression)))
+    return patterns
+
+
+def in_build_context(relative: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    parts = relative.split("/")
+    candidates = ["/".join(parts[:length]) for length in range(1, len(parts) + 1)]
+    included = True
+    for keep, pattern in patterns:
+        if any(pattern.fullmatch(candidate) for candidate in candidates):
+            included = keep
+    return included
+
+
+def build_context_files() -> list[str]:
+    patterns = ignore_patterns()
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    return [path for path in listed if (ROOT / path).is_file() and in_build_context(path, patterns)]
+
+
+def test_build_context_holds_what_the_recipe_copies_and_nothing_else():
+    context = build_context_files()
+    for needed in ("pyproject.toml", "setup.py", "README.md", "services/catalogue.py", "services/cli.py",
+                   "services/link/migrations/link_0001_links.sql", "services/link/README.md"):
+        assert needed in context
+    assert not [path for path in context if not (path in ("pyproject.toml", "setup.py", "README.md")
+                                                 or path.startswith("services/"))]
+    patterns = ignore_patterns()
+    for left_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "docs/health.md",
+                     "services/__pycache__/cli.cpython-311.pyc", "services/Dockerfile"):
+        assert not in_build_context(left_out, patterns), left_out
+
+
+def test_build_context_is_enough_for_pip_install(tmp_path):
+    """The build stage's `pip install .`, short of downloading the dependencies: the wheel built from
+    the context alone holds every package, the migrations and the command."""
+    context = tmp_path / "context"
+    for path in build_context_files():
+        (context / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, context / path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir", "--quiet",
+         "--wheel-dir", str(tmp_path / "wheels"), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [wheel] = (tmp_path / "wheels").glob("delinkcious-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for facts in SERVICES:
+        assert f"delinkcious/{facts.package}/app.py" in names
+    assert "delinkcious/cli.py" in names and "delinkcious/catalogue.py" in names
+    assert {"delinkcious/link/migrations/link_0001_links.sql", "delinkcious/link/README.md"} <= names
+    [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    assert "delinkcious = delinkcious.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

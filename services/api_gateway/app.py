@@ -22,9 +22,10 @@ from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntim
 from . import resources
 from .downstream import NewsDependency, RestDependency
 from .identity import Login, TokenVerifier
-from .openapi import docs_page, document
+from .openapi import register_api_docs
 
 FACTS = get_service("api-gateway")
+
 
 class GatewaySettings(BaseServiceSettings, RedisSettings):
     port: int = Field(FACTS.port, ge=1, le=65535)
@@ -119,12 +120,10 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
         api.add_resource(resource, path, resource_class_args=(dependencies,))
 
     login = Login(settings, users)
-    spec = document(settings.public_base_url)
     entry = Blueprint("entry", __name__)
     entry.add_url_rule("/login", "login", login.redirect)
     entry.add_url_rule("/login/authorized", "login_authorized", lambda: jsonify(login.complete()))
-    entry.add_url_rule("/v1/openapi.json", "openapi", lambda: jsonify(spec))
-    entry.add_url_rule("/docs", "docs", lambda: Response(docs_page(spec), content_type="text/html; charset=utf-8"))
+    register_api_docs(entry, settings.public_base_url)
 
     def setup(app: Flask) -> None:
         app.secret_key = settings.session_secret.get_secret_value()

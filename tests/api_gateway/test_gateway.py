@@ -6,7 +6,7 @@ import time
 
 import pytest
 from delinkcious.api_gateway.app import DEFINITION
-from delinkcious.api_gateway.openapi import document
+from delinkcious.contracts.public_api import document
 
 from tests.support.assertions import assert_error
 from tests.support.services import unique_username

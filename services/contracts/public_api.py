@@ -1,0 +1,309 @@
+"""The public REST API (DESIGN §2) as a contract: its request and response bodies and query parameters as
+pydantic models, and the OpenAPI 3.1 document generated from them (the gateway serves it at /v1/openapi.json).
+
+The models say exactly what the document promises, no more: the internal services do the real validation,
+and the black-box conformance suite holds them to this document, so tightening or loosening a model here
+changes what clients may send. Standard library and pydantic only: a client or a tool can import it alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import MISSING, BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+OPENAPI_VERSION = "3.1.0"
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+# --- bodies ---------------------------------------------------------------------------------------
+# An optional field is typed `X | MISSING = MISSING` where the API lets a client leave it out but never send
+# null; `X | None = None` where null is a valid value.
+
+LinkStatus = Literal["pending", "valid", "invalid"]
+NewsEventType = Literal["link_added", "link_updated", "link_deleted"]
+LinkUrl = Annotated[str, Field(max_length=2048, json_schema_extra={"format": "uri"})]
+LinkTitle = Annotated[str, Field(min_length=1, max_length=500)]
+LinkDescription = Annotated[str, Field(max_length=5000)]
+Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=50)]
+
+
+class Error(BaseModel):
+    """Every error answer; `field` names the invalid input of a 400."""
+
+    message: str
+    code: str
+    field: str | MISSING = MISSING
+
+
+class Link(BaseModel):
+    """A saved link. `status` stays `pending` until the checker reaches a conclusive result."""
+
+    url: str
+    title: str
+    description: str
+    tags: list[str]
+    status: LinkStatus
+    created_at: datetime
+    updated_at: datetime
+    checked_at: datetime | None = None
+    http_status: int | None = None
+    status_reason: str | None = None
+
+
+class LinkPage(BaseModel):
+    links: list[Link]
+    next_token: str | None
+
+
+class NewLink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: LinkUrl
+    title: LinkTitle
+    description: LinkDescription | MISSING = MISSING
+    tags: Tags | MISSING = MISSING
+
+
+class LinkUpdate(BaseModel):
+    """Identifies the link by `url`; fields left out are not changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: LinkUrl
+    title: LinkTitle | MISSING = MISSING
+    description: LinkDescription | MISSING = MISSING
+    add_tags: Tags | MISSING = MISSING
+    remove_tags: Tags | MISSING = MISSING
+
+
+class User(BaseModel):
+    username: str
+    email: str | None = None
+    name: str | None = None
+
+
+class Login(BaseModel):
+    """The answer to a completed login: `access_token` is presented as `Authorization: Bearer <token>`."""
+
+    username: str
+    email: str | None
+    name: str | None
+    access_token: str
+
+
+class Follow(BaseModel):
+    followed: str
+
+
+class Following(BaseModel):
+    following: list[str]
+    next_token: str | None = None
+
+
+class Followers(BaseModel):
+    followers: list[str]
+    next_token: str | None = None
+
+
+class NewsEvent(BaseModel):
+    event_type: NewsEventType
+    username: str
+    url: str
+    title: str | MISSING = MISSING
+    timestamp: datetime
+
+
+class NewsPage(BaseModel):
+    events: list[NewsEvent]
+    next_token: str | None
+
+
+# --- query parameters -----------------------------------------------------------------------------
+# Each field becomes one query parameter; its description becomes the parameter's.
+
+class PageQuery(BaseModel):
+    start_token: str | MISSING = Field(MISSING, description="next_token of the previous page")
+    limit: int = Field(10, ge=1, le=100, description="page size")
+
+
+class LinkFilterQuery(BaseModel):
+    url_regex: str | MISSING = Field(MISSING, description="POSIX regular expression on url")
+    title_regex: str | MISSING = Field(MISSING, description="POSIX regular expression on title")
+    description_regex: str | MISSING = Field(MISSING, description="POSIX regular expression on description")
+    tag: list[str] | MISSING = Field(MISSING, description="only links with this tag (repeatable)")
+
+
+class NewLinkQuery(BaseModel):
+    url: str | MISSING = Field(MISSING, description="when sent as query parameters")
+    title: str | MISSING = Field(MISSING, description="when sent as query parameters")
+    description: str | MISSING = Field(MISSING, description="when sent as query parameters")
+    tags: str | MISSING = Field(MISSING, description="comma-separated, when sent as query parameters")
+
+
+class LinkUrlQuery(BaseModel):
+    url: str = Field(description="the link's URL")
+
+
+class FollowedQuery(BaseModel):
+    followed: str = Field(description="username")
+
+
+class LoginCallbackQuery(BaseModel):
+    code: str | MISSING = Field(MISSING, description="from the provider")
+    state: str | MISSING = Field(MISSING, description="from the provider")
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    body: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    answers: dict[str, Answer]
+    query: tuple[type[BaseModel], ...] = ()
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    body_media_types: tuple[str, ...] = ("application/json",)
+    needs_token: bool = True
+
+
+def _error(description: str) -> Answer:
+    return Answer(description, Error)
+
+
+_CALLER_ERRORS = {"401": _error("No, invalid, expired or revoked token"),
+                  "429": _error("Rate limited; see Retry-After"),
+                  "503": _error("A dependency is unavailable; see Retry-After")}
+
+PATHS: dict[str, dict[str, Operation]] = {
+    "/login": {"get": Operation(
+        "Log in: redirects to the identity provider", needs_token=False,
+        answers={"302": Answer("To the provider's authorization page")})},
+    "/login/authorized": {"get": Operation(
+        "OAuth callback: creates or updates the user, answers a Delinkcious token", needs_token=False,
+        query=(LoginCallbackQuery,),
+        answers={"200": Answer("Logged in", Login), "400": _error("Bad callback"), "401": _error("Login failed"),
+                 "503": _CALLER_ERRORS["503"]})},
+    "/logout": {"post": Operation(
+        "Revoke the presented token", answers={"200": Answer("Logged out"), **_CALLER_ERRORS})},
+    "/v1/me": {"get": Operation("The caller's profile", answers={"200": Answer("Profile", User), **_CALLER_ERRORS})},
+    "/v1/links": {
+        "get": Operation(
+            "The caller's links, newest first", query=(LinkFilterQuery, PageQuery),
+            answers={"200": Answer("A page of links", LinkPage), "400": _error("Invalid filter, limit or token"),
+                     **_CALLER_ERRORS}),
+        "post": Operation(
+            "Save a link (JSON, form or query parameters)", query=(NewLinkQuery,),
+            body=NewLink, body_required=False,
+            body_media_types=("application/json", "application/x-www-form-urlencoded"),
+            answers={"201": Answer("Saved", Link), "400": _error("Invalid link"),
+                     "409": _error("Already saved (carries `link`) or quota exceeded"),
+                     "413": _error("Body over 64 KiB"), **_CALLER_ERRORS}),
+        "put": Operation(
+            "Change a saved link", body=LinkUpdate,
+            answers={"200": Answer("Changed", Link), "400": _error("Invalid change"), "404": _error("No such link"),
+                     "413": _error("Body over 64 KiB"), **_CALLER_ERRORS}),
+        "delete": Operation(
+            "Remove a saved link", query=(LinkUrlQuery,),
+            answers={"200": Answer("Removed", Link), "400": _error("Invalid url"), "404": _error("No such link"),
+                     **_CALLER_ERRORS}),
+    },
+    "/v1/following": {
+        "get": Operation(
+            "Who the caller follows", query=(PageQuery,),
+            answers={"200": Answer("Usernames", Following), "400": _error("Bad page"), **_CALLER_ERRORS}),
+        "post": Operation(
+            "Follow someone (following twice is fine)", body=Follow,
+            answers={"200": Answer("Already followed"), "201": Answer("Followed"),
+                     "400": _error("Invalid name, or yourself"), "404": _error("No such user"), **_CALLER_ERRORS}),
+        "delete": Operation(
+            "Stop following someone", query=(FollowedQuery,),
+            answers={"200": Answer("Not followed (any more)"), "400": _error("Invalid name"), **_CALLER_ERRORS}),
+    },
+    "/v1/followers": {"get": Operation(
+        "Who follows the caller", query=(PageQuery,),
+        answers={"200": Answer("Usernames", Followers), "400": _error("Bad page"), **_CALLER_ERRORS})},
+    "/v1/news": {"get": Operation(
+        "What the people the caller follows did, newest first", query=(PageQuery,),
+        answers={"200": Answer("A page of events", NewsPage), "400": _error("Bad page"), **_CALLER_ERRORS})},
+}
+
+_SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"},
+                     "accessToken": {"type": "apiKey", "in": "header", "name": "Access-Token"}}
+_EITHER_TOKEN = [{"bearer": []}, {"accessToken": []}]
+
+
+# --- the document ---------------------------------------------------------------------------------
+
+def document(server_url: str) -> dict[str, Any]:
+    """The OpenAPI document of the public API served at `server_url`."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Delinkcious public API", "version": "1.0.0",
+                 "description": "Save links, follow people, read their news. Errors are "
+                                "{\"message\", \"code\"} with the status codes listed per operation."},
+        "servers": [{"url": server_url}],
+        "components": {"schemas": component_schemas(), "securitySchemes": _SECURITY_SCHEMES},
+        "paths": {path: {method: _operation(operation) for method, operation in operations.items()}
+                  for path, operations in PATHS.items()},
+    }
+
+
+def body_models() -> list[type[BaseModel]]:
+    """The models of every request and response body, in the order the operations name them."""
+    models: dict[type[BaseModel], None] = {}
+    for operations in PATHS.values():
+        for operation in operations.values():
+            bodies = [operation.body, *(answer.body for answer in operation.answers.values())]
+            models.update((model, None) for model in bodies if model is not None)
+    return list(models)
+
+
+def component_schemas() -> dict[str, Any]:
+    """The JSON schema of every body model (and of the models they contain), by model name."""
+    _, schemas = models_json_schema([(model, "validation") for model in body_models()], ref_template=REF_TEMPLATE)
+    return schemas["$defs"]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+
+
+def _operation(operation: Operation) -> dict[str, Any]:
+    built: dict[str, Any] = {"summary": operation.summary, "security": _EITHER_TOKEN if operation.needs_token else []}
+    parameters = [parameter for model in operation.query for parameter in _query_parameters(model)]
+    if parameters:
+        built["parameters"] = parameters
+    if operation.body is not None:
+        built["requestBody"] = {"required": operation.body_required,
+                                "content": {media_type: {"schema": _ref(operation.body)}
+                                            for media_type in operation.body_media_types}}
+    built["responses"] = {code: _response(answer) for code, answer in operation.answers.items()}
+    return built
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    model_schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    required = set(model_schema.get("required", ()))
+    parameters = []
+    for name, property_schema in model_schema["properties"].items():
+        schema = dict(property_schema)
+        parameter = {"name": name, "in": "query", "required": name in required,
+                     "description": schema.pop("description", ""), "schema": schema}
+        if schema.get("type") == "array":
+            parameter.update(style="form", explode=True)  # repeated: ?tag=a&tag=b
+        parameters.append(parameter)
+    return parameters
+
+
+def _response(answer: Answer) -> dict[str, Any]:
+    if answer.body is None:
+        return {"description": answer.description}
+    return {"description": answer.description, "content": {"application/json": {"schema": _ref(answer.body)}}}
