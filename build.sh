@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build helpers. `./build.sh test` runs the suite (as CI does); `./build.sh proto` regenerates the
-# gRPC code in services/api from proto/; `./build.sh images [SERVICE...]` builds one image per catalogue
+# gRPC code in services/contracts from proto/; `./build.sh docs` regenerates the settings reference in
+# docs/configuration.md from the settings classes; `./build.sh images [SERVICE...]` builds one image per catalogue
 # service (all of them when none is named) from the one recipe, services/Dockerfile, with docker, or with
 # buildah where no Docker engine runs.
 set -euo pipefail
@@ -23,6 +24,7 @@ build_image() {
 case "${1:-}" in
   test) exec bash .ci/run ;;
   proto) exec "${PYTHON:-.venv/bin/python}" proto/generate.py ;;
+  docs) exec "${PYTHON:-.venv/bin/python}" docs/generate.py ;;
   images)
     shift
     if (($# == 0)); then
@@ -32,5 +34,5 @@ case "${1:-}" in
     fi
     for service in "$@"; do build_image "$service"; done
     ;;
-  *) echo "usage: $0 test | proto | images [SERVICE...]" >&2; exit 2 ;;
+  *) echo "usage: $0 test | proto | docs | images [SERVICE...]" >&2; exit 2 ;;
 esac

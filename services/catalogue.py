@@ -45,55 +45,19 @@ class ServiceFacts:
 
 
 SERVICES: tuple[ServiceFacts, ...] = (
-    ServiceFacts(
-        name="link",
-        summary="links, tags and link status",
-        port=8081,
-        uses_postgres=True,
-        uses_nats=True,
-        allowed_callers=("api-gateway",),
-    ),
-    ServiceFacts(
-        name="user",
-        summary="users, identities and access tokens",
-        port=8082,
-        uses_postgres=True,
-        uses_nats=True,
-        allowed_callers=("api-gateway", "social-graph"),
-    ),
-    ServiceFacts(
-        name="social-graph",
-        summary="who follows whom",
-        port=8083,
-        uses_postgres=True,
-        uses_nats=True,
-        allowed_callers=("api-gateway", "news"),
-        calls=("user",),
-    ),
-    ServiceFacts(
-        name="news",
-        summary="news feeds over gRPC",
-        port=8084,
-        grpc_port=9084,
-        uses_redis=True,
-        uses_nats=True,
-        allowed_callers=("api-gateway",),
-    ),
-    ServiceFacts(
-        name="link-checker",
-        summary="finds dead links (no API: /healthz and /metrics only)",
-        port=8085,
-        uses_redis=True,
-        uses_nats=True,
-    ),
-    ServiceFacts(
-        name="api-gateway",
-        summary="the public REST API, login, tokens and rate limits",
-        port=8080,
-        admin_port=8090,
-        uses_redis=True,  # rate limits
-        calls=("link", "user", "social-graph", "news"),
-    ),
+    ServiceFacts("link", "links, tags and link status", port=8081, uses_postgres=True, uses_nats=True,
+                 allowed_callers=("api-gateway",)),
+    ServiceFacts("user", "users, identities and access tokens", port=8082, uses_postgres=True, uses_nats=True,
+                 allowed_callers=("api-gateway", "social-graph")),
+    ServiceFacts("social-graph", "who follows whom", port=8083, uses_postgres=True, uses_nats=True,
+                 allowed_callers=("api-gateway", "news"), calls=("user",)),
+    ServiceFacts("news", "news feeds over gRPC", port=8084, grpc_port=9084, uses_redis=True, uses_nats=True,
+                 allowed_callers=("api-gateway",)),
+    ServiceFacts("link-checker", "finds dead links (no API: /healthz and /metrics only)", port=8085, uses_redis=True,
+                 uses_nats=True),
+    # Redis holds the gateway's rate-limit counters only.
+    ServiceFacts("api-gateway", "the public REST API, login, tokens and rate limits", port=8080, admin_port=8090,
+                 uses_redis=True, calls=("link", "user", "social-graph", "news")),
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from delinkcious.local.servers import NatsServer, PostgresServer, RedisServer, ensure_service_database
 
+from tests.support.servers import serving
 from tests.support.services import ServiceEnvironment
 
 
@@ -19,12 +20,8 @@ def _session_server(configured_variable: str, server_class, factory: pytest.Temp
     if configured:
         yield configured
         return
-    server = server_class(factory.mktemp(server_class.name))
-    server.start()
-    try:
+    with serving(server_class(factory.mktemp(server_class.name))) as server:
         yield address(server)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -42,31 +39,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _session_server("TEST_REDIS_URL", RedisServer, tmp_path_factory, lambda s: s.url)
 
 
-def _private_server(server_class, data_dir: Path):
-    server = server_class(data_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def private_nats(tmp_path: Path):
     """A NATS server of the test's own, which it may stop and start."""
-    yield from _private_server(NatsServer, tmp_path / "nats")
+    with serving(NatsServer(tmp_path / "nats")) as server:
+        yield server
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path):
     """A Redis server of the test's own, which it may stop and start."""
-    yield from _private_server(RedisServer, tmp_path / "redis")
+    with serving(RedisServer(tmp_path / "redis")) as server:
+        yield server
 
 
 @pytest.fixture
 def private_postgres(tmp_path: Path):
     """A PostgreSQL server of the test's own, which it may stop and start."""
-    yield from _private_server(PostgresServer, tmp_path / "postgres")
+    with serving(PostgresServer(tmp_path / "postgres")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,15 @@
 never stale (run `./build.sh proto` after changing a .proto file)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("proto_generate", ROOT / "proto" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("proto/generate.py")
 
 
 def test_generated_code_is_up_to_date(tmp_path):

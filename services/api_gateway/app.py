@@ -28,27 +28,51 @@ FACTS = get_service("api-gateway")
 
 
 class GatewaySettings(BaseServiceSettings, RedisSettings):
-    port: int = Field(FACTS.port, ge=1, le=65535)
-    admin_port: int | None = Field(FACTS.admin_port, ge=1, le=65535)
-    public_base_url: str = f"http://127.0.0.1:{FACTS.port}"
-    session_secret: SecretStr  # signs the short-lived OAuth state cookie
-    auth_provider: Literal["github", "oidc"] = "github"
-    oauth_client_id: str
-    oauth_client_secret: SecretStr
-    oidc_discovery_url: str | None = None
-    oidc_provider_name: str = "oidc"
-    link_service_url: str
-    user_service_url: str
-    social_graph_service_url: str
-    news_grpc_address: str
-    caller_token: SecretStr  # required: every internal call carries it
-    rate_limit_per_user: str = "300/minute"
-    rate_limit_per_address: str = "600/minute"
-    trusted_proxy_hops: int = Field(0, ge=0, le=5)  # X-Forwarded-For hops added by our own ingress
-    token_cache_seconds: float = Field(5.0, ge=0, le=60)
-    downstream_timeout: float = Field(3.0, gt=0)
-    breaker_failures: int = Field(5, ge=1)
-    breaker_reset_seconds: float = Field(10.0, gt=0)
+    port: int = Field(FACTS.port, ge=1, le=65535, description=(
+        "Port for the public API (`/login*`, `/logout`, `/v1/*`, `/docs`)."))
+    admin_port: int | None = Field(FACTS.admin_port, ge=1, le=65535, description=(
+        "Port for the operator endpoints (`/healthz/*`, `/metrics`), kept off the public one; must differ from "
+        "PORT."))
+    public_base_url: str = Field(f"http://127.0.0.1:{FACTS.port}", description=(
+        "Where clients reach the gateway, an `http://` or `https://` URL; the OAuth callback is "
+        "`${PUBLIC_BASE_URL}/login/authorized`. `https://` makes the login cookie Secure."))
+    session_secret: SecretStr = Field(description="Signs the short-lived OAuth state cookie.")
+    auth_provider: Literal["github", "oidc"] = Field("github", description=(
+        "The identity provider people sign in with: GitHub, or an OpenID Connect provider (`oidc`, which needs "
+        "OIDC_DISCOVERY_URL)."))
+    oauth_client_id: str = Field(description="The gateway's client ID, registered at the identity provider.")
+    oauth_client_secret: SecretStr = Field(description=(
+        "The gateway's client secret, registered at the identity provider."))
+    oidc_discovery_url: str | None = Field(None, description=(
+        "The provider's `/.well-known/openid-configuration` URL. Required when `AUTH_PROVIDER=oidc`."))
+    oidc_provider_name: str = Field("oidc", description=(
+        "With `AUTH_PROVIDER=oidc`: the provider label stored with each identity (GitHub identities are labelled "
+        "`github`)."))
+    link_service_url: str = Field(description="The link service, an `http://` or `https://` URL.")
+    user_service_url: str = Field(description="The user service, an `http://` or `https://` URL.")
+    social_graph_service_url: str = Field(description="The social-graph service, an `http://` or `https://` URL.")
+    news_grpc_address: str = Field(description="The news service's gRPC endpoint, `host:port`.")
+    caller_token: SecretStr = Field(description=(
+        "The gateway's caller identity, carried by every internal call: required here."))
+    rate_limit_per_user: str = Field("300/minute", description=(
+        "Requests each signed-in user may make to `/v1/*` and `/logout`, in flask-limiter notation. Beyond it: "
+        "`429` with `Retry-After`."))
+    rate_limit_per_address: str = Field("600/minute", description=(
+        "Requests one client address may make to any route, signed in or not, in flask-limiter notation. Beyond "
+        "it: `429` with `Retry-After`. Neither limit is enforced while Redis is down."))
+    trusted_proxy_hops: int = Field(0, ge=0, le=5, description=(
+        "How many `X-Forwarded-For` hops our own ingress adds, so the client address is taken from that header; "
+        "`0` trusts no proxy and takes the connection's address."))
+    token_cache_seconds: float = Field(5.0, ge=0, le=60, description=(
+        "How long a verified access token is trusted without asking the user service again; this bounds how long "
+        "a revoked token keeps working on another gateway instance. `0` asks every time."))
+    downstream_timeout: float = Field(3.0, gt=0, description=(
+        "Timeout of each internal call (the read timeout of an HTTP call, the deadline of a gRPC call); reads are "
+        "retried once."))
+    breaker_failures: int = Field(5, ge=1, description=(
+        "A dependency failing this many times in a row is not called for BREAKER_RESET_SECONDS (503 at once)."))
+    breaker_reset_seconds: float = Field(10.0, gt=0, description=(
+        "How long a dependency whose breaker has opened is not called; then one call tries it again."))
 
     @field_validator("rate_limit_per_user", "rate_limit_per_address")
     @classmethod

@@ -124,9 +124,20 @@ class EventContract:
     subject: ClassVar[str]
     event_type: ClassVar[str]
 
+    def __init_subclass__(cls, *, what_happened: str | None = None, event_type: str | None = None,
+                          **kwargs: Any) -> None:
+        """`class LinkAdded(LinkEvent, what_happened="added", event_type="link_added")` names an event:
+        its subject is its stream's prefix and `what_happened`."""
+        super().__init_subclass__(**kwargs)
+        if what_happened is not None:
+            cls.subject = _subject(cls.stream, what_happened)
+        if event_type is not None:
+            cls.event_type = event_type
+
     def to_event(self, *, author: str, occurred_at: datetime | None = None, event_id: str | None = None,
                  request_id: str | None = None) -> Event:
-        data = {item.name: _to_wire(getattr(self, item.name)) for item in dataclasses.fields(self)}  # type: ignore[arg-type]
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        data = {item.name: _to_wire(getattr(self, item.name)) for item in fields}
         envelope: dict[str, Any] = {"occurred_at": occurred_at, "event_id": event_id, "request_id": request_id}
         return Event(subject=self.subject, event_type=self.event_type, author=author, data=data,
                      **{name: value for name, value in envelope.items() if value is not None})
@@ -164,34 +175,26 @@ class LinkEvent(EventContract):
     link_updated_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class LinkAdded(LinkEvent):
-    subject: ClassVar[str] = _subject(LINKS_STREAM, "added")
-    event_type: ClassVar[str] = "link_added"
+class LinkAdded(LinkEvent, what_happened="added", event_type="link_added"):
+    """A user saved a new link."""
 
 
-@dataclass(frozen=True)
-class LinkUpdated(LinkEvent):
-    subject: ClassVar[str] = _subject(LINKS_STREAM, "updated")
-    event_type: ClassVar[str] = "link_updated"
+class LinkUpdated(LinkEvent, what_happened="updated", event_type="link_updated"):
+    """A user changed a saved link's title, description or tags."""
 
 
-@dataclass(frozen=True)
-class LinkDeleted(LinkEvent):
-    subject: ClassVar[str] = _subject(LINKS_STREAM, "deleted")
-    event_type: ClassVar[str] = "link_deleted"
+class LinkDeleted(LinkEvent, what_happened="deleted", event_type="link_deleted"):
+    """A user deleted a saved link."""
 
 
 LINK_EVENTS: tuple[type[LinkEvent], ...] = (LinkAdded, LinkUpdated, LinkDeleted)
 
 
 @dataclass(frozen=True)
-class LinkChecked(EventContract):
+class LinkChecked(EventContract, what_happened="checked", event_type="link_checked"):
     """What the link checker concluded about one owner's link (author: the checker)."""
 
     stream: ClassVar[StreamSpec] = LINK_CHECKS_STREAM
-    subject: ClassVar[str] = _subject(LINK_CHECKS_STREAM, "checked")
-    event_type: ClassVar[str] = "link_checked"
     username: str
     url: str
     status: Literal["valid", "invalid"]
@@ -203,13 +206,11 @@ class LinkChecked(EventContract):
 
 
 @dataclass(frozen=True)
-class UserCreated(EventContract):
+class UserCreated(EventContract, what_happened="created", event_type="user_created"):
     """A user signed in for the first time. No email: others need to know the user exists, not how
     to reach them."""
 
     stream: ClassVar[StreamSpec] = USERS_STREAM
-    subject: ClassVar[str] = _subject(USERS_STREAM, "created")
-    event_type: ClassVar[str] = "user_created"
     username: str
     name: str | None = None
 
@@ -221,16 +222,12 @@ class FollowEvent(EventContract):
     followed: str
 
 
-@dataclass(frozen=True)
-class Followed(FollowEvent):
-    subject: ClassVar[str] = _subject(SOCIAL_STREAM, "followed")
-    event_type: ClassVar[str] = "followed"
+class Followed(FollowEvent, what_happened="followed", event_type="followed"):
+    """`follower` now follows `followed`."""
 
 
-@dataclass(frozen=True)
-class Unfollowed(FollowEvent):
-    subject: ClassVar[str] = _subject(SOCIAL_STREAM, "unfollowed")
-    event_type: ClassVar[str] = "unfollowed"
+class Unfollowed(FollowEvent, what_happened="unfollowed", event_type="unfollowed"):
+    """`follower` no longer follows `followed`."""
 
 
 # Subject names for publishers and tests that address JetStream directly.

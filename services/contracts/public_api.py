@@ -3,7 +3,8 @@ pydantic models, and the OpenAPI 3.1 document generated from them (the gateway s
 
 The models say exactly what the document promises, no more: the internal services do the real validation,
 and the black-box conformance suite holds them to this document, so tightening or loosening a model here
-changes what clients may send. Standard library and pydantic only: a client or a tool can import it alone.
+changes what clients may send. Standard library, pydantic and the event contracts only: a client or a tool
+can import it alone.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from .events import LINK_EVENTS
+
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -22,7 +25,8 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 # null; `X | None = None` where null is a valid value.
 
 LinkStatus = Literal["pending", "valid", "invalid"]
-NewsEventType = Literal["link_added", "link_updated", "link_deleted"]
+# The event types a feed shows are the link events of contracts/events.py.
+NewsEventType = Literal[tuple(contract.event_type for contract in LINK_EVENTS)]  # type: ignore[valid-type]
 LinkUrl = Annotated[str, Field(max_length=2048, json_schema_extra={"format": "uri"})]
 LinkTitle = Annotated[str, Field(min_length=1, max_length=500)]
 LinkDescription = Annotated[str, Field(max_length=5000)]

@@ -1,8 +1,6 @@
 """Wiring of the link service: its settings, its adapters, and its definition for the kit."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from ..catalogue import get_service
@@ -18,21 +16,17 @@ FACTS = get_service("link")
 
 
 class LinkSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
-    port: int = Field(FACTS.port, ge=1, le=65535)
-    max_links_per_user: int = Field(10000, ge=1)
+    port: int = Field(FACTS.port, ge=1, le=65535, description="Port for the API, `/healthz/*` and `/metrics`.")
+    max_links_per_user: int = Field(10000, ge=1, description=(
+        "A user's quota. Adding a link beyond it gets `409 quota_exceeded`."))
 
 
 def build(runtime: ServiceRuntime) -> ServiceParts:
     settings = runtime.settings
     assert isinstance(settings, LinkSettings)
-    service = LinkService(lambda: PostgresUnitOfWork(runtime.transaction), max_links_per_user=settings.max_links_per_user)
+    service = LinkService(lambda: PostgresUnitOfWork(runtime.transaction),
+                          max_links_per_user=settings.max_links_per_user)
     return ServiceParts(blueprints=[links_blueprint(service)], subscriptions=subscriptions(service))
 
 
-DEFINITION = ServiceDefinition(
-    name=FACTS.name,
-    settings_class=LinkSettings,
-    build=build,
-    migrations=(Path(__file__).parent / "migrations",),
-    publishes=(LINKS_STREAM,),
-)
+DEFINITION = ServiceDefinition(name=FACTS.name, settings_class=LinkSettings, build=build, publishes=(LINKS_STREAM,))

@@ -6,11 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kit.core.clock import format_timestamp
 from ..kit.core.pages import validate_limit
-from ..kit.core.validation import validate_username
-from ..kit.observability.logs import bind_contextvars
-from ..kit.serving.web import json_object
+from ..kit.serving.web import json_fields, json_object, user_blueprint
 from .domain import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -25,32 +22,16 @@ from .domain import (
 )
 from .service import LinkService
 
+LINK_FIELDS = ("url", "title", "description", "tags", "status", "created_at", "updated_at", "checked_at",
+               "http_status", "status_reason", "username")
+
 
 def link_json(link: Link) -> dict[str, Any]:
-    return {
-        "url": link.url,
-        "title": link.title,
-        "description": link.description,
-        "tags": list(link.tags),
-        "status": link.status,
-        "created_at": format_timestamp(link.created_at),
-        "updated_at": format_timestamp(link.updated_at),
-        "checked_at": format_timestamp(link.checked_at) if link.checked_at else None,
-        "http_status": link.http_status,
-        "status_reason": link.status_reason,
-        "username": link.username,
-    }
+    return json_fields(link, LINK_FIELDS)
 
 
 def links_blueprint(service: LinkService) -> Blueprint:
-    api = Blueprint("links", __name__, url_prefix="/v1/users/<username>/links")
-
-    @api.before_request
-    def _user() -> None:
-        # Runs after the kit's request set-up (request id, caller identity).
-        username = (request.view_args or {})["username"]
-        validate_username(username)
-        bind_contextvars(user=username)
+    api = user_blueprint("links", __name__, "/v1/users/<username>/links")
 
     @api.get("")
     def list_links(username: str) -> Response:

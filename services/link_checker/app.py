@@ -30,27 +30,41 @@ FACTS = get_service("link-checker")
 
 
 class LinkCheckerSettings(BaseServiceSettings, NatsSettings, RedisSettings):
-    port: int = Field(FACTS.port, ge=1, le=65535)  # /healthz/* and /metrics only
-    # A check in flight may be retrying: give consumers time to finish it before the process exits.
-    shutdown_drain_timeout: float = Field(30.0, gt=0, le=600)
+    port: int = Field(FACTS.port, ge=1, le=65535, description=(
+        "Port for `/healthz/*` and `/metrics` only: the service has no API."))
+    shutdown_drain_timeout: float = Field(30.0, gt=0, le=600, description=(
+        "Time after SIGTERM for the checks in flight, longer than elsewhere because a check may be retrying. All "
+        "of it goes to the consumers: there is no outbox."))
 
-    # Server-side request forgery guard. true only for local testing: every address may be fetched.
-    link_checker_allow_private_addresses: bool = False
-    # Comma-separated CIDR networks fetched despite the guard (e.g. an intranet); never metadata.
-    link_checker_allowed_networks: str = ""
+    link_checker_allow_private_addresses: bool = Field(False, description=(
+        "`true` turns the server-side request forgery guard off, so every address may be fetched (local testing "
+        "only)."))
+    link_checker_allowed_networks: str = Field("", description=(
+        "Comma-separated CIDR networks fetched despite the guard (e.g. an intranet); never metadata addresses."))
 
-    link_checker_connect_timeout: float = Field(5.0, gt=0, le=60)
-    link_checker_timeout: float = Field(10.0, gt=0, le=120)  # network time of one attempt, all hops
-    link_checker_max_attempts: int = Field(3, ge=1, le=10)
-    link_checker_backoff_initial: float = Field(1.0, ge=0, le=60)
-    link_checker_backoff_max: float = Field(10.0, ge=0, le=300)
-    link_checker_retry_after_max: float = Field(30.0, ge=0, le=300)
-    link_checker_max_redirects: int = Field(5, ge=0, le=20)
+    link_checker_connect_timeout: float = Field(5.0, gt=0, le=60, description=(
+        "Time to connect, TLS included."))
+    link_checker_timeout: float = Field(10.0, gt=0, le=120, description=(
+        "Network time of one attempt, all redirect hops included."))
+    link_checker_max_attempts: int = Field(3, ge=1, le=10, description=(
+        "Attempts before a transient failure makes the link invalid."))
+    link_checker_backoff_initial: float = Field(1.0, ge=0, le=60, description=(
+        "Wait before the second attempt; it doubles after each attempt."))
+    link_checker_backoff_max: float = Field(10.0, ge=0, le=300, description="Longest back-off between attempts.")
+    link_checker_retry_after_max: float = Field(30.0, ge=0, le=300, description=(
+        "Longest wait a server's `Retry-After` can ask for; a longer one is cut to this."))
+    link_checker_max_redirects: int = Field(5, ge=0, le=20, description=(
+        "Redirects followed; a link with more is invalid."))
 
-    link_checker_host_interval: float = Field(1.0, ge=0, le=60)  # per host, over all replicas; 0: off
-    link_checker_max_host_wait: float = Field(20.0, gt=0, le=300)
-    link_checker_result_ttl: float = Field(3600.0, ge=0)  # 0: no cache, every event fetches
-    link_checker_user_agent: str = Field(DEFAULT_USER_AGENT, min_length=1, max_length=200)
+    link_checker_host_interval: float = Field(1.0, ge=0, le=60, description=(
+        "Time between requests to one host, over all replicas (kept in Redis); `0` turns this politeness off."))
+    link_checker_max_host_wait: float = Field(20.0, gt=0, le=300, description=(
+        "Longest wait for a host's turn; beyond it the message is retried later."))
+    link_checker_result_ttl: float = Field(3600.0, ge=0, description=(
+        "How long a verdict is reused for the same normalised URL; `0` turns the cache off, so every event "
+        "fetches."))
+    link_checker_user_agent: str = Field(DEFAULT_USER_AGENT, min_length=1, max_length=200, description=(
+        "`User-Agent` header sent on every request."))
 
     @field_validator("link_checker_allowed_networks")
     @classmethod

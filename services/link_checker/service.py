@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
@@ -109,20 +109,17 @@ class _AttemptBudget:
         return self.total_s - self.spent_s
 
 
+@dataclass
 class UrlChecker:
-    def __init__(self, fetcher: Fetcher, throttle: HostThrottle, policy: CheckPolicy, *,
-                 connect_timeout_s: float, attempt_timeout_s: float,
-                 sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], datetime] = utc_now) -> None:
-        self._fetcher = fetcher
-        self._throttle = throttle
-        self._policy = policy
-        self._connect_timeout_s = connect_timeout_s
-        self._attempt_timeout_s = attempt_timeout_s
-        self._sleep = sleep
-        self._monotonic = monotonic
-        self._now = clock
+    fetcher: Fetcher
+    throttle: HostThrottle
+    policy: CheckPolicy
+    _: KW_ONLY
+    connect_timeout_s: float
+    attempt_timeout_s: float
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    clock: Callable[[], datetime] = utc_now
 
     def check(self, url: str) -> CheckReport:
         """Attempt until a verdict; transient failures are retried with back-off, and the URL is
@@ -130,47 +127,47 @@ class UrlChecker:
         requests = 0
         attempt = 1
         while True:
-            budget = _AttemptBudget(self._attempt_timeout_s)
+            budget = _AttemptBudget(self.attempt_timeout_s)
             outcome = self._attempt(url, budget)
             requests += budget.requests
             if isinstance(outcome, Verdict):
                 return CheckReport(outcome, attempt, requests)
-            if attempt >= self._policy.max_attempts:
-                return CheckReport(self._policy.give_up(outcome, attempt), attempt, requests)
-            self._sleep(self._policy.retry_delay(attempt, outcome))
+            if attempt >= self.policy.max_attempts:
+                return CheckReport(self.policy.give_up(outcome, attempt), attempt, requests)
+            self.sleep(self.policy.retry_delay(attempt, outcome))
             attempt += 1
 
     def _attempt(self, url: str, budget: _AttemptBudget) -> Verdict | Transient:
         current = url
         judged: Verdict | Transient | Redirect | None = None
-        for _hop in range(self._policy.max_redirects + 1):
+        for _hop in range(self.policy.max_redirects + 1):
             reply = self._request("HEAD", current, budget)
-            if isinstance(reply, Reply) and self._policy.falls_back_to_get(reply):
+            if isinstance(reply, Reply) and self.policy.falls_back_to_get(reply):
                 reply = self._request("GET", current, budget)
             if not isinstance(reply, Reply):
                 return reply
-            judged = self._policy.judge(reply, current, self._now())
+            judged = self.policy.judge(reply, current, self.clock())
             if not isinstance(judged, Redirect):
                 return judged
             current = judged.target
         assert isinstance(judged, Redirect)
-        return self._policy.too_many_redirects(judged.http_status)
+        return self.policy.too_many_redirects(judged.http_status)
 
     def _request(self, method: str, url: str, budget: _AttemptBudget) -> Reply | Verdict | Transient:
         if budget.remaining_s <= 0:
             return Transient(f"timed out after {budget.total_s:g} s")
-        self._throttle.wait_turn((urlsplit(url).hostname or "").lower())
-        started = self._monotonic()
+        self.throttle.wait_turn((urlsplit(url).hostname or "").lower())
+        started = self.monotonic()
         budget.requests += 1
         try:
-            return self._fetcher.fetch(method, url, connect_timeout=min(self._connect_timeout_s, budget.remaining_s),
+            return self.fetcher.fetch(method, url, connect_timeout=min(self.connect_timeout_s, budget.remaining_s),
                                        timeout=budget.remaining_s)
         except AddressRefused as refused:
             return Verdict.invalid(f"refused: {refused.reason}", refused=True)
         except FetchFailed as failed:
             return Transient(failed.reason) if failed.transient else Verdict.invalid(failed.reason)
         finally:
-            budget.spent_s += self._monotonic() - started
+            budget.spent_s += self.monotonic() - started
 
 
 # --- answering link events --------------------------------------------------------------------
@@ -184,58 +181,55 @@ class CheckOutcome:
     duration_s: float
 
 
+@dataclass
 class LinkCheckService:
-    def __init__(self, checker: UrlChecker, cache: ResultCache, publish: Callable[[Event], None], *,
-                 result_ttl_s: float, claim_lease_s: float, poll_interval_s: float = 0.1,
-                 clock: Callable[[], datetime] = utc_now,
-                 sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._checker = checker
-        self._cache = cache
-        self._publish = publish
-        self._ttl_s = result_ttl_s
-        self._lease_s = claim_lease_s
-        self._poll_s = poll_interval_s
-        self._now = clock
-        self._sleep = sleep
-        self._monotonic = monotonic
+    checker: UrlChecker
+    cache: ResultCache
+    publish: Callable[[Event], None]
+    _: KW_ONLY
+    result_ttl_s: float
+    claim_lease_s: float
+    poll_interval_s: float = 0.1
+    clock: Callable[[], datetime] = utc_now
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
 
     def check_link(self, request: CheckRequest, *, source_event_id: str) -> CheckOutcome:
         """Find the verdict (cached, or fetched) and publish it for this owner. The published event's
         id derives from the consumed one, so handling a redelivery again publishes the same event."""
-        started = self._monotonic()
+        started = self.monotonic()
         cached, source, attempts = self._verdict(request.url)
         event = link_checked_event(request, cached, event_id=derived_event_id(source_event_id, CHECKER_CONSUMER),
-                                   now=self._now())
-        self._publish(event)
+                                   now=self.clock())
+        self.publish(event)
         return CheckOutcome(cached.verdict, cached.checked_at, source, event, attempts,
-                            self._monotonic() - started)
+                            self.monotonic() - started)
 
     def _verdict(self, url: str) -> tuple[CachedVerdict, Literal["fetched", "cached"], int]:
-        if self._ttl_s <= 0:
-            report = self._checker.check(url)
-            return CachedVerdict(report.verdict, self._now()), "fetched", report.attempts
+        if self.result_ttl_s <= 0:
+            report = self.checker.check(url)
+            return CachedVerdict(report.verdict, self.clock()), "fetched", report.attempts
         url_key = normalise_url(url)
-        give_up_at = self._monotonic() + self._lease_s
+        give_up_at = self.monotonic() + self.claim_lease_s
         while True:
-            cached = self._cache.get(url_key)
+            cached = self.cache.get(url_key)
             if cached is not None:
                 return cached, "cached", 0
-            token = self._cache.claim(url_key, self._lease_s)
+            token = self.cache.claim(url_key, self.claim_lease_s)
             if token is not None:
                 try:
-                    cached = self._cache.get(url_key)  # stored by another between our get and claim
+                    cached = self.cache.get(url_key)  # stored by another between our get and claim
                     if cached is not None:
                         return cached, "cached", 0
-                    report = self._checker.check(url)
-                    cached = CachedVerdict(report.verdict, self._now())
-                    self._cache.put(url_key, cached, self._ttl_s)
+                    report = self.checker.check(url)
+                    cached = CachedVerdict(report.verdict, self.clock())
+                    self.cache.put(url_key, cached, self.result_ttl_s)
                     return cached, "fetched", report.attempts
                 finally:
-                    self._cache.release(url_key, token)
-            if self._monotonic() >= give_up_at:
-                raise CheckInProgress(f"another checker has held {url_key} for {self._lease_s:g} s")
-            self._sleep(self._poll_s)
+                    self.cache.release(url_key, token)
+            if self.monotonic() >= give_up_at:
+                raise CheckInProgress(f"another checker has held {url_key} for {self.claim_lease_s:g} s")
+            self.sleep(self.poll_interval_s)
 
 
 def link_checked_event(request: CheckRequest, cached: CachedVerdict, *, event_id: str, now: datetime) -> Event:

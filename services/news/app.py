@@ -16,9 +16,13 @@ FACTS = get_service("news")
 
 
 class NewsSettings(BaseServiceSettings, NatsSettings, RedisSettings, GrpcSettings):
-    port: int = Field(FACTS.port, ge=1, le=65535)  # /healthz and /metrics
-    grpc_port: int = Field(FACTS.grpc_port, ge=1, le=65535)
-    feed_max_length: int = Field(1000, ge=1, le=100_000)
+    port: int = Field(FACTS.port, ge=1, le=65535, description=(
+        "Port for `/healthz/*` and `/metrics` only: the API is gRPC, on GRPC_PORT."))
+    grpc_port: int = Field(FACTS.grpc_port, ge=1, le=65535, description=(
+        "Port of the gRPC API (`delinkcious.news.v1.NewsService`, with gRPC health and server reflection)."))
+    feed_max_length: int = Field(1000, ge=1, le=100_000, description=(
+        "Items kept in each user's feed (`news:feed:{username}` in Redis): the newest are kept, older ones are "
+        "trimmed as new ones arrive."))
 
 
 def build(runtime: ServiceRuntime) -> ServiceParts:

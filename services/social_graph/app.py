@@ -1,7 +1,6 @@
 """Wiring of the social-graph service: its settings, its adapters, and its definition for the kit."""
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -21,11 +20,14 @@ FACTS = get_service("social-graph")
 
 
 class SocialGraphSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
-    port: int = Field(FACTS.port, ge=1, le=65535)
-    # Where the user service listens, asked about users the projection does not know yet.
-    user_service_url: str
-    # Required here: this service calls the user service, which wants to know who is calling.
-    caller_token: SecretStr
+    port: int = Field(FACTS.port, ge=1, le=65535, description="Port for the API, `/healthz/*` and `/metrics`.")
+    user_service_url: str = Field(description=(
+        "The user service, an absolute `http://` or `https://` URL. It is asked whether a user exists when the "
+        "local projection does not know them yet (see [its README](../services/social_graph/README.md"
+        "#how-it-knows-users-exist))."))
+    caller_token: SecretStr = Field(description=(
+        "As for every service, but required here and not empty: social-graph calls the user service, which wants "
+        "to know who is calling."))
 
     @field_validator("user_service_url")
     @classmethod
@@ -49,14 +51,8 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     user_service = ServiceClient(settings.user_service_url, caller_token=settings.caller_token.get_secret_value())
     runtime.on_stop(user_service.close)
     service = SocialGraphService(lambda: PostgresUnitOfWork(runtime.transaction), UserServiceDirectory(user_service))
-
     return ServiceParts(blueprints=[social_graph_blueprint(service)], subscriptions=subscriptions(service))
 
 
-DEFINITION = ServiceDefinition(
-    name=FACTS.name,
-    settings_class=SocialGraphSettings,
-    build=build,
-    migrations=(Path(__file__).parent / "migrations",),
-    publishes=(SOCIAL_STREAM,),
-)
+DEFINITION = ServiceDefinition(name=FACTS.name, settings_class=SocialGraphSettings, build=build,
+                               publishes=(SOCIAL_STREAM,))

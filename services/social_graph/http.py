@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kit.core.clock import format_timestamp
 from ..kit.core.pages import validate_limit
 from ..kit.core.validation import validate_username
-from ..kit.observability.logs import bind_contextvars
-from ..kit.serving.web import json_object
+from ..kit.serving.web import json_fields, json_object, user_blueprint
 from .domain import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Direction, Follow, FollowRequest
 from .service import SocialGraphService
 
 
 def follow_json(follow: Follow) -> dict[str, str]:
-    return {"follower": follow.follower, "followed": follow.followed,
-            "created_at": format_timestamp(follow.created_at)}
+    return json_fields(follow, ("follower", "followed", "created_at"))
 
 
 def social_graph_blueprint(service: SocialGraphService) -> Blueprint:
-    api = Blueprint("social_graph", __name__, url_prefix="/v1/users/<username>")
-
-    @api.before_request
-    def _user() -> None:
-        # Runs after the kit's request set-up (request id, caller identity).
-        username = (request.view_args or {})["username"]
-        validate_username(username)
-        bind_contextvars(user=username)
+    api = user_blueprint("social_graph", __name__, "/v1/users/<username>")
 
     def page(username: str, direction: Direction) -> Response:
         usernames, next_token = service.list(

@@ -38,18 +38,15 @@ class PostgresFollowRepository(FollowRepository, KnownUsers):
         return replace(follow, id=row["id"]) if row else None
 
     def get(self, follower: str, followed: str) -> Follow | None:
-        self._cursor.execute(
-            "SELECT id, follower, followed, created_at FROM follows WHERE follower = %s AND followed = %s",
-            (follower, followed),
-        )
-        row = self._cursor.fetchone()
-        return _follow_from_row(row) if row else None
+        return self._one_edge("SELECT id, follower, followed, created_at FROM follows "
+                              "WHERE follower = %s AND followed = %s", follower, followed)
 
     def remove(self, follower: str, followed: str) -> Follow | None:
-        self._cursor.execute(
-            "DELETE FROM follows WHERE follower = %s AND followed = %s RETURNING id, follower, followed, created_at",
-            (follower, followed),
-        )
+        return self._one_edge("DELETE FROM follows WHERE follower = %s AND followed = %s "
+                              "RETURNING id, follower, followed, created_at", follower, followed)
+
+    def _one_edge(self, statement: str, follower: str, followed: str) -> Follow | None:
+        self._cursor.execute(statement, (follower, followed))
         row = self._cursor.fetchone()
         return _follow_from_row(row) if row else None
 

@@ -1,8 +1,6 @@
 """Wiring of the user service: its settings, its adapters, and its definition for the kit."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from ..catalogue import get_service
@@ -17,9 +15,11 @@ FACTS = get_service("user")
 
 
 class UserSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
-    port: int = Field(FACTS.port, ge=1, le=65535)
-    access_token_ttl: int = Field(30 * 86400, ge=60)  # seconds; what a login gets by default
-    max_access_token_ttl: int = Field(365 * 86400, ge=60)
+    port: int = Field(FACTS.port, ge=1, le=65535, description="Port for the API, `/healthz/*` and `/metrics`.")
+    access_token_ttl: int = Field(30 * 86400, ge=60, description=(
+        "Lifetime of an access token issued without `ttl_seconds` (a login gets this one); 30 days by default."))
+    max_access_token_ttl: int = Field(365 * 86400, ge=60, description=(
+        "The longest lifetime a caller may ask for with `ttl_seconds` (at least 60 s); 365 days by default."))
 
 
 def build(runtime: ServiceRuntime) -> ServiceParts:
@@ -31,10 +31,4 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     return ServiceParts(blueprints=[users_blueprint(service)])
 
 
-DEFINITION = ServiceDefinition(
-    name=FACTS.name,
-    settings_class=UserSettings,
-    build=build,
-    migrations=(Path(__file__).parent / "migrations",),
-    publishes=(USERS_STREAM,),
-)
+DEFINITION = ServiceDefinition(name=FACTS.name, settings_class=UserSettings, build=build, publishes=(USERS_STREAM,))

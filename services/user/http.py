@@ -6,32 +6,20 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kit.core.clock import format_timestamp
 from ..kit.core.errors import InvalidInput
 from ..kit.core.validation import reject_unknown_fields, validate_username
 from ..kit.observability.logs import bind_contextvars
-from ..kit.serving.web import json_object
+from ..kit.serving.web import json_fields, json_object
 from .domain import AccessToken, LoginIdentity, User, validate_token_secret
 from .service import UserService
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {
-        "username": user.username,
-        "email": user.email,
-        "name": user.name,
-        "created_at": format_timestamp(user.created_at),
-        "updated_at": format_timestamp(user.updated_at),
-    }
+    return json_fields(user, ("username", "email", "name", "created_at", "updated_at"))
 
 
 def token_json(token: AccessToken) -> dict[str, Any]:
-    return {
-        "token_id": token.token_id,
-        "username": token.username,
-        "created_at": format_timestamp(token.created_at),
-        "expires_at": format_timestamp(token.expires_at),
-    }
+    return json_fields(token, ("token_id", "username", "created_at", "expires_at"))
 
 
 def _token_from_body() -> str:

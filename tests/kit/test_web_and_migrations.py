@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
 
 import psycopg2
@@ -10,6 +9,8 @@ from delinkcious.kit.postgres.db import apply_migrations, build_dsn
 from delinkcious.kit.serving.runtime import ServiceParts
 from delinkcious.link.app import DEFINITION
 from flask import Blueprint
+
+from tests.support.threads import raised_together
 
 
 def test_unexpected_errors_are_500_without_internals(service_environment):
@@ -33,20 +34,11 @@ def test_replicas_starting_together_migrate_once(service_environment):
     name = f"migrate_{uuid.uuid4().hex[:8]}"
     access = service_environment.ensure_database(service_environment.postgres_admin_dsn, name,
                                                  service_environment.secrets_dir / "postgres")
-    errors: list[BaseException] = []
 
     def start_replica() -> None:
-        try:
-            apply_migrations(access.dsn, DEFINITION.migration_dirs(), password=access.read_password())
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
+        apply_migrations(access.dsn, DEFINITION.migration_dirs(), password=access.read_password())
 
-    replicas = [threading.Thread(target=start_replica) for _ in range(4)]
-    for replica in replicas:
-        replica.start()
-    for replica in replicas:
-        replica.join()
-    assert errors == []
+    assert raised_together([start_replica] * 4) == []
     with psycopg2.connect(build_dsn(access.dsn, access.read_password())) as connection:
         with connection.cursor() as cursor:
             cursor.execute("SELECT migration_id FROM _yoyo_migration ORDER BY migration_id")

@@ -11,7 +11,7 @@ from delinkcious.contracts.events import LINK_CHECKED, LINKS_STREAM
 from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION
 
-from tests.support.assertions import assert_error
+from tests.support.assertions import assert_error, assert_live_then_ready
 from tests.support.jetstream import publish_event, wait_for_events, wait_until
 from tests.support.services import unique_username
 
@@ -231,11 +231,7 @@ def test_health_endpoints(link_app):
     _runtime, app = link_app
     client = app.test_client()
     assert client.get("/healthz/ping").status_code == 200
-    live = client.get("/healthz/liveness")
-    assert live.status_code == 200 and {c["name"] for c in live.get_json()["checks"]} >= {"outbox_relay", "consumers"}
-    ready = wait_until(lambda: (r := client.get("/healthz/readiness")).status_code == 200 and
-                       r.get_json()["status"] == "ready" and r)
-    checks = {check["name"]: check for check in ready.get_json()["checks"]}
+    checks = assert_live_then_ready(client)
     assert checks["postgres"]["ok"] and checks["nats"]["ok"] and checks["startup"]["ok"]
     assert "pending_events" in checks["outbox"]["detail"] and "lag_seconds" in checks["outbox"]["detail"]
     assert all("latency_ms" in check for check in checks.values())

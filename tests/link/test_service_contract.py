@@ -2,11 +2,9 @@
 the PostgreSQL one used in production. One suite keeps them from disagreeing."""
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from functools import partial
+from typing import Any
 
 import psycopg2.errors
 import pytest
@@ -22,42 +20,20 @@ from delinkcious.link.repository import (
 )
 from delinkcious.link.service import LinkService
 
+from tests.support.backends import Backend, outbox_events, postgres_database_fixture, published_events
 from tests.support.services import unique_username
+from tests.support.threads import run_together
 
-
-@dataclass
-class Backend:
-    name: str
-    unit_of_work: Callable[[], Any]
-    events_for: Callable[[str], list[dict[str, Any]]]
-
-
-@pytest.fixture(scope="module")
-def postgres_database(service_environment) -> Iterator[Database]:
-    with service_environment.pool(DEFINITION, pool_size=8) as database:
-        yield database
+postgres_database = postgres_database_fixture(DEFINITION)
 
 
 @pytest.fixture(params=["memory", "postgres"])
 def backend(request) -> Backend:
     if request.param == "memory":
         uow = InMemoryUnitOfWork(InMemoryLinkRepository())
-
-        def memory_events(username: str) -> list[dict[str, Any]]:
-            return [event.payload() | {"subject": event.subject} for event in uow.published
-                    if event.author == username]
-
-        return Backend("memory", lambda: uow, memory_events)
-
+        return Backend("memory", lambda: uow, partial(published_events, uow))
     database: Database = request.getfixturevalue("postgres_database")
-
-    def outbox_events(username: str) -> list[dict[str, Any]]:
-        with database.transaction() as cursor:
-            cursor.execute("SELECT subject, payload FROM outbox WHERE payload->>'author' = %s ORDER BY id",
-                           (username,))
-            return [row["payload"] | {"subject": row["subject"]} for row in cursor.fetchall()]
-
-    return Backend("postgres", lambda: PostgresUnitOfWork(database.transaction), outbox_events)
+    return Backend("postgres", lambda: PostgresUnitOfWork(database.transaction), partial(outbox_events, database))
 
 
 @pytest.fixture
@@ -137,11 +113,7 @@ def test_concurrent_adds_respect_the_quota(service, user):
         except QuotaExceeded:
             outcomes.append("quota")
 
-    threads = [threading.Thread(target=add, args=(index,)) for index in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([partial(add, index) for index in range(12)])
     assert outcomes.count("added") == 5 and outcomes.count("quota") == 7
     assert len(all_pages(service, user, limit=100)) == 5
 

@@ -32,6 +32,8 @@ from delinkcious.local.wiring import (
     service_url_variable,
 )
 
+from tests.support.servers import serving
+
 LINK = ServiceFacts(
     name="link", summary="stand-in", port=8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",)
 )
@@ -303,6 +305,17 @@ def readiness_report(port: int) -> dict[str, Any]:
         return report
 
 
+def readiness_once_up(up: UpProcess, port: int) -> tuple[dict[str, Any], int, str]:
+    """Once `up` says the system is up, the readiness report on `port`; then `up` is stopped (in any case):
+    the report, its exit code and its transcript."""
+    try:
+        up.wait_for_line("delinkcious is up")
+        report = readiness_report(port)
+    finally:
+        code, transcript = up.stop()
+    return report, code, transcript
+
+
 def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     service_port = free_port()
@@ -340,11 +353,7 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     assert superuser_password not in transcript and developer_token not in transcript
 
     second = standin_up(data_dir, service_port, server_ports, crash_marker)
-    try:
-        second.wait_for_line("delinkcious is up")
-        report = readiness_report(service_port)
-    finally:
-        code, transcript = second.stop()
+    report, code, transcript = readiness_once_up(second, service_port)
     assert code == 0, transcript
     assert (report["postgres_starts"], report["redis_starts"]) == (2, 2)
     assert (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip() == developer_token
@@ -528,34 +537,26 @@ sys.exit(local.run())
 
 @pytest.fixture
 def external_provider(tmp_path: Path) -> Iterator[OidcProviderServer]:
-    server = OidcProviderServer(tmp_path / "external-provider")
-    server.start()
-    try:
+    with serving(OidcProviderServer(tmp_path / "external-provider")) as server:
         yield server
-    finally:
-        server.stop()
 
 
-def test_up_starts_the_identity_provider_for_the_gateway_and_polls_its_admin_port(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    port, admin_port, oidc_port, news_grpc_port = free_port(), free_port(), free_port(), free_port()
+def gateway_up(data_dir: Path, port: int, admin_port: int, oidc_port: int, environment: dict[str, str]) -> UpProcess:
+    """`up --only api-gateway` of a stand-in gateway that calls a gRPC news service."""
     command = [
         sys.executable, "-c", _GATEWAY_DRIVER, str(Path(__file__).with_name("standin_gateway.py")),
         str(port), str(admin_port), "--only", "api-gateway", "--data-dir", str(data_dir),
         "--oidc-port", str(oidc_port),
     ]  # fmt: skip
-    environment = {
-        **inherited_environment(),
-        "NEWS__GRPC_PORT": str(news_grpc_port),
-        "SESSION_SECRET": "stray, must not reach the gateway",
-    }
-    up = UpProcess(command, environment)
-    try:
-        up.wait_for_line("delinkcious is up")
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz/readiness", timeout=5) as response:
-            report = json.load(response)
-    finally:
-        code, transcript = up.stop()
+    return UpProcess(command, {**inherited_environment(), **environment})
+
+
+def test_up_starts_the_identity_provider_for_the_gateway_and_polls_its_admin_port(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port, admin_port, oidc_port, news_grpc_port = free_port(), free_port(), free_port(), free_port()
+    environment = {"NEWS__GRPC_PORT": str(news_grpc_port), "SESSION_SECRET": "stray, must not reach the gateway"}
+    up = gateway_up(data_dir, port, admin_port, oidc_port, environment)
+    report, code, transcript = readiness_once_up(up, admin_port)
     assert code == 0, transcript
     provider = f"http://127.0.0.1:{oidc_port}"
     assert report["issuer"] == provider
@@ -590,18 +591,8 @@ def test_up_uses_the_identity_provider_named_by_oidc_discovery_url(
 ) -> None:
     data_dir = tmp_path / "data"
     port, admin_port = free_port(), free_port()
-    command = [
-        sys.executable, "-c", _GATEWAY_DRIVER, str(Path(__file__).with_name("standin_gateway.py")),
-        str(port), str(admin_port), "--only", "api-gateway", "--data-dir", str(data_dir),
-        "--oidc-port", str(free_port()),
-    ]  # fmt: skip
-    up = UpProcess(command, {**inherited_environment(), "OIDC_DISCOVERY_URL": external_provider.discovery_url})
-    try:
-        up.wait_for_line("delinkcious is up")
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz/readiness", timeout=5) as response:
-            report = json.load(response)
-    finally:
-        code, transcript = up.stop()
+    up = gateway_up(data_dir, port, admin_port, free_port(), {"OIDC_DISCOVERY_URL": external_provider.discovery_url})
+    report, code, transcript = readiness_once_up(up, admin_port)
     assert code == 0, transcript
     assert report["issuer"] == external_provider.url
     assert report["environment"]["OIDC_DISCOVERY_URL"] == external_provider.discovery_url

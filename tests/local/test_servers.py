@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nats
@@ -24,6 +25,8 @@ from delinkcious.local.servers import (
     RedisServer,
     free_port,
 )
+
+from tests.support.servers import serving
 
 
 def connect_as_service(access: DatabaseAccess, dbname: str | None = None) -> psycopg2.extensions.connection:
@@ -41,12 +44,8 @@ def query_one(connection: psycopg2.extensions.connection, statement: str) -> tup
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    server.start()
-    try:
+    with serving(PostgresServer(tmp_path_factory.mktemp("postgres"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -112,32 +111,34 @@ def test_existing_role_takes_the_password_of_a_new_secrets_file(postgres: Postgr
         connect_as_service(first)
 
 
+@contextmanager
+def successor(previous: PostgresServer) -> Iterator[PostgresServer]:
+    """A new PostgresServer on `previous`'s data dir and port, started; both are stopped at the end."""
+    server = PostgresServer(previous.data_dir, port=previous.port)
+    try:
+        server.start(timeout=20)
+        yield server
+    finally:
+        server.stop()
+        previous.stop()
+
+
 def test_postgres_starts_after_its_previous_run_was_killed(tmp_path: Path) -> None:
     killed = PostgresServer(tmp_path / "postgres")
     killed.start()
     assert killed.pid is not None
     os.killpg(killed.pid, signal.SIGKILL)  # leaves postmaster.pid behind
-    restarted = PostgresServer(tmp_path / "postgres", port=killed.port)
-    try:
-        restarted.start(timeout=20)
+    with successor(killed) as restarted:
         psycopg2.connect(restarted.admin_dsn).close()
-    finally:
-        restarted.stop()
-        killed.stop()
 
 
 def test_postgres_start_stops_a_leftover_server_on_the_same_data_dir(tmp_path: Path) -> None:
     # As after `up` was SIGKILLed: its server still runs and holds the data dir and the port.
     leftover = PostgresServer(tmp_path / "postgres")
     leftover.start()
-    fresh = PostgresServer(tmp_path / "postgres", port=leftover.port)
-    try:
-        fresh.start(timeout=20)
+    with successor(leftover) as fresh:
         assert not leftover.running
         psycopg2.connect(fresh.admin_dsn).close()
-    finally:
-        fresh.stop()
-        leftover.stop()
 
 
 def test_nats_jetstream_messages_survive_restart(tmp_path: Path) -> None:
@@ -159,22 +160,17 @@ def test_nats_jetstream_messages_survive_restart(tmp_path: Path) -> None:
         finally:
             await client.close()
 
-    try:
-        server.start()
+    with serving(server):
         assert server.url == f"nats://127.0.0.1:{server.port}"
         asyncio.run(publish())
         server.stop()
         assert not server.running
         server.start()
         assert asyncio.run(first_message()) == b"hello"
-    finally:
-        server.stop()
 
 
 def test_redis_values_survive_restart(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "redis")
-    try:
-        server.start()
+    with serving(RedisServer(tmp_path / "redis")) as server:
         assert server.url == f"redis://127.0.0.1:{server.port}/0"
         redis.Redis.from_url(server.url).set("feed", "kept")
         server.stop()
@@ -182,8 +178,6 @@ def test_redis_values_survive_restart(tmp_path: Path) -> None:
         server.start()
         assert redis.Redis.from_url(server.url).get("feed") == b"kept"
         assert (tmp_path / "redis" / "appendonly.aof").exists()
-    finally:
-        server.stop()
 
 
 def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
@@ -200,17 +194,13 @@ def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
 
 
 def test_oidc_provider_serves_its_discovery_document_until_stopped(tmp_path: Path) -> None:
-    server = OidcProviderServer(tmp_path / "oidc-provider")
-    try:
-        server.start()
+    with serving(OidcProviderServer(tmp_path / "oidc-provider")) as server:
         assert server.url == f"http://127.0.0.1:{server.port}"
         assert server.discovery_url == f"{server.url}/.well-known/openid-configuration"
         document = requests.get(server.discovery_url, timeout=5).json()
         assert document["issuer"] == server.url
         assert document["authorization_endpoint"].startswith(server.url + "/")
         assert server.pid_file.exists()
-    finally:
-        server.stop()
     assert not server.running
     with pytest.raises(requests.ConnectionError):
         requests.get(server.discovery_url, timeout=5)

@@ -15,7 +15,7 @@ from delinkcious.local.servers import free_port
 from delinkcious.social_graph.app import DEFINITION
 from delinkcious.social_graph.service import KNOWN_USERS_CONSUMER
 
-from tests.support.assertions import assert_error
+from tests.support.assertions import assert_error, assert_live_then_ready
 from tests.support.jetstream import (
     publish_event,
     read_events,
@@ -23,6 +23,7 @@ from tests.support.jetstream import (
     wait_until,
 )
 from tests.support.services import unique_username
+from tests.support.threads import run_together
 
 CALLER_TOKEN = "social-graph-test-caller-token"
 SOCIAL_SUBJECTS = "delinkcious.social.v1.>"
@@ -363,11 +364,7 @@ def test_fifty_concurrent_follows_of_one_pair_leave_one_edge_and_one_event(api, 
         response = client.post(f"/v1/users/{ann}/following", json={"followed": bob}, headers=api.headers)
         statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=follow) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([follow] * 50)
     assert sorted(statuses) == [200] * 49 + [201]
     assert api.edges_of(ann) == [(ann, bob)]
     assert api.query("SELECT count(*) AS n FROM known_users WHERE username = %s", bob)[0]["n"] == 1
@@ -407,11 +404,7 @@ def test_unknown_routes_and_methods_use_the_error_shape(api):
 def test_health_and_metrics(api, graph_app):
     _runtime, app = graph_app
     client = app.test_client()
-    live = client.get("/healthz/liveness")
-    assert live.status_code == 200 and {c["name"] for c in live.get_json()["checks"]} >= {"outbox_relay", "consumers"}
-    ready = wait_until(lambda: (r := client.get("/healthz/readiness")).status_code == 200 and
-                       r.get_json()["status"] == "ready" and r)
-    checks = {check["name"]: check for check in ready.get_json()["checks"]}
+    checks = assert_live_then_ready(client)
     assert checks["postgres"]["ok"] and checks["nats"]["ok"] and checks["outbox"]["ok"]
     api.follow(api.user(), api.user())
     text = client.get("/metrics").get_data(as_text=True)

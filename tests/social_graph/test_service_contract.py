@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import pytest
@@ -19,7 +19,9 @@ from delinkcious.social_graph.domain import CannotFollowSelf, Follow
 from delinkcious.social_graph.repository import InMemoryFollowRepository, InMemoryUnitOfWork, PostgresUnitOfWork
 from delinkcious.social_graph.service import SocialGraphService, UserDirectory, follow_event
 
+from tests.support.backends import Backend, outbox_events, postgres_database_fixture, published_events
 from tests.support.services import unique_username
+from tests.support.threads import raised_together, run_together
 
 
 class FakeUserDirectory(UserDirectory):
@@ -40,45 +42,30 @@ class FakeUserDirectory(UserDirectory):
 
 
 @dataclass
-class Backend:
-    name: str
-    unit_of_work: Callable[[], Any]
-    events_for: Callable[[str], list[dict[str, Any]]]  # events authored by a follower, in order
-    known: Callable[[str], bool]
+class GraphBackend(Backend):
+    known: Callable[[str], bool]  # whether the projection of the user service knows a user
 
 
-@pytest.fixture(scope="module")
-def postgres_database(service_environment) -> Iterator[Database]:
-    with service_environment.pool(DEFINITION, pool_size=8) as database:
-        yield database
+postgres_database = postgres_database_fixture(DEFINITION)
 
 
 @pytest.fixture(params=["memory", "postgres"])
-def backend(request) -> Backend:
+def backend(request) -> GraphBackend:
     if request.param == "memory":
         store = InMemoryFollowRepository()
         uow = InMemoryUnitOfWork(store)
-
-        def memory_events(follower: str) -> list[dict[str, Any]]:
-            return [event.payload() | {"subject": event.subject} for event in uow.published
-                    if event.author == follower]
-
-        return Backend("memory", lambda: uow, memory_events, lambda username: username in store.known)
+        return GraphBackend("memory", lambda: uow, partial(published_events, uow),
+                            known=lambda username: username in store.known)
 
     database: Database = request.getfixturevalue("postgres_database")
-
-    def outbox_events(follower: str) -> list[dict[str, Any]]:
-        with database.transaction() as cursor:
-            cursor.execute("SELECT subject, payload FROM outbox WHERE payload->>'author' = %s ORDER BY id",
-                           (follower,))
-            return [row["payload"] | {"subject": row["subject"]} for row in cursor.fetchall()]
 
     def known(username: str) -> bool:
         with database.transaction() as cursor:
             cursor.execute("SELECT 1 FROM known_users WHERE username = %s", (username,))
             return cursor.fetchone() is not None
 
-    return Backend("postgres", lambda: PostgresUnitOfWork(database.transaction), outbox_events, known)
+    return GraphBackend("postgres", lambda: PostgresUnitOfWork(database.transaction), partial(outbox_events, database),
+                        known=known)
 
 
 @pytest.fixture
@@ -87,7 +74,7 @@ def directory() -> FakeUserDirectory:
 
 
 @pytest.fixture
-def service(backend: Backend, directory: FakeUserDirectory) -> SocialGraphService:
+def service(backend: GraphBackend, directory: FakeUserDirectory) -> SocialGraphService:
     return SocialGraphService(backend.unit_of_work, directory)
 
 
@@ -251,22 +238,13 @@ def test_pages_are_stable_while_follows_are_added(service, user_factory):
 def test_fifty_concurrent_follows_of_one_pair_leave_one_edge_and_one_event(service, backend, user_factory):
     ann, bob = user_factory(), user_factory()
     outcomes: list[bool] = []
-    errors: list[BaseException] = []
     start = threading.Barrier(50)
 
     def follow() -> None:
-        try:
-            start.wait()
-            outcomes.append(service.follow(ann, bob)[1])
-        except BaseException as exc:
-            errors.append(exc)
+        start.wait()
+        outcomes.append(service.follow(ann, bob)[1])
 
-    threads = [threading.Thread(target=follow) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert raised_together([follow] * 50) == []
     assert outcomes.count(True) == 1 and outcomes.count(False) == 49
     assert all_pages(service, ann, "following", limit=100) == [bob]
     assert kinds(backend.events_for(ann)) == ["followed"]
@@ -279,11 +257,7 @@ def test_racing_follows_and_unfollows_publish_alternating_events(service, backen
     service.follow(ann, bob)  # known from here on: the race is about the edge alone
     rng = random.Random(7)
     actions = [rng.choice((service.follow, service.unfollow)) for _ in range(40)]
-    threads = [threading.Thread(target=action, args=(ann, bob)) for action in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([partial(action, ann, bob) for action in actions])
     events = kinds(backend.events_for(ann))
     assert all(a != b for a, b in zip(events, events[1:])), events
     following = all_pages(service, ann, "following") == [bob]

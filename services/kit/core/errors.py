@@ -13,6 +13,14 @@ class ServiceError(Exception):
     status = 500
     code = "internal"
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: Any) -> None:
+        """`class NotFound(ServiceError, status=404, code="not_found")` names an error's status and code."""
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
@@ -24,45 +32,36 @@ class ServiceError(Exception):
         return {"message": self.message, "code": self.code, **self.details}
 
 
-class InvalidInput(ServiceError):
-    status = 400
-    code = "invalid_input"
+class InvalidInput(ServiceError, status=400, code="invalid_input"):
+    """The request (or a consumed event) breaks a rule; the message starts with the field it names."""
 
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field}: {problem}", details={"field": field})
         self.field = field
 
 
-class Unauthenticated(ServiceError):
-    status = 401
-    code = "unauthenticated"
+class Unauthenticated(ServiceError, status=401, code="unauthenticated"):
+    """No credential, or one nobody issued (an end user's token, a service's caller token)."""
 
 
-class Forbidden(ServiceError):
-    status = 403
-    code = "forbidden"
+class Forbidden(ServiceError, status=403, code="forbidden"):
+    """A known caller that may not do this."""
 
 
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
+class NotFound(ServiceError, status=404, code="not_found"):
+    pass
 
 
-class Conflict(ServiceError):
-    status = 409
-    code = "conflict"
+class Conflict(ServiceError, status=409, code="conflict"):
+    """The request clashes with what is stored (a duplicate, a quota); services name the code more precisely."""
 
 
-class PayloadTooLarge(ServiceError):
-    status = 413
-    code = "payload_too_large"
+class PayloadTooLarge(ServiceError, status=413, code="payload_too_large"):
+    pass
 
 
-class Unavailable(ServiceError):
+class Unavailable(ServiceError, status=503, code="unavailable"):
     """A dependency (database, broker, downstream service) is not answering; clients may retry."""
-
-    status = 503
-    code = "unavailable"
 
     def __init__(self, message: str, *, retry_after: int = 5):
         super().__init__(message)

@@ -1,7 +1,8 @@
 """The logging standard: one JSON object per line on stdout, keys from docs/logging.md.
 
 Context (user, ...) is bound with structlog's contextvars, and the request id comes from the request
-context, so every line written while handling a request or an event carries them. LOG_FORMAT=console gives a human-readable local mode.
+context, so every line written while handling a request or an event carries them. LOG_FORMAT=console
+gives a human-readable local mode.
 """
 from __future__ import annotations
 

@@ -20,102 +20,58 @@ from prometheus_client import (
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # RED metrics for every HTTP route.
-HTTP_REQUESTS = Counter(
-    "delinkcious_http_requests_total",
-    "HTTP requests handled, by method, route template and status code.",
-    ["service", "method", "route", "status"],
-)
-HTTP_ERRORS = Counter(
-    "delinkcious_http_errors_total",
-    "HTTP requests answered with a 5xx status (server-side errors).",
-    ["service", "method", "route", "status"],
-)
-HTTP_DURATION = Histogram(
-    "delinkcious_http_request_duration_seconds",
-    "Time from request received to response produced.",
-    ["service", "method", "route"],
-    buckets=_LATENCY_BUCKETS,
-)
+HTTP_REQUESTS = Counter("delinkcious_http_requests_total",
+                        "HTTP requests handled, by method, route template and status code.",
+                        ["service", "method", "route", "status"])
+HTTP_ERRORS = Counter("delinkcious_http_errors_total",
+                      "HTTP requests answered with a 5xx status (server-side errors).",
+                      ["service", "method", "route", "status"])
+HTTP_DURATION = Histogram("delinkcious_http_request_duration_seconds",
+                          "Time from request received to response produced.", ["service", "method", "route"],
+                          buckets=_LATENCY_BUCKETS)
 
 # RED metrics for every gRPC method.
-GRPC_REQUESTS = Counter(
-    "delinkcious_grpc_requests_total",
-    "gRPC calls handled, by full method name and status code.",
-    ["service", "method", "code"],
-)
-GRPC_DURATION = Histogram(
-    "delinkcious_grpc_request_duration_seconds",
-    "Time from call received to response produced.",
-    ["service", "method"],
-    buckets=_LATENCY_BUCKETS,
-)
+GRPC_REQUESTS = Counter("delinkcious_grpc_requests_total", "gRPC calls handled, by full method name and status code.",
+                        ["service", "method", "code"])
+GRPC_DURATION = Histogram("delinkcious_grpc_request_duration_seconds", "Time from call received to response produced.",
+                          ["service", "method"], buckets=_LATENCY_BUCKETS)
 
 # Events.
-EVENTS_PUBLISHED = Counter(
-    "delinkcious_events_published_total",
-    "Events published to JetStream (acknowledged by the server).",
-    ["service", "subject"],
-)
-EVENTS_CONSUMED = Counter(
-    "delinkcious_events_consumed_total",
-    "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried.",
-    ["service", "consumer", "outcome"],
-)
-EVENT_HANDLING_DURATION = Histogram(
-    "delinkcious_event_handling_duration_seconds",
-    "Time spent handling one consumed event.",
-    ["service", "consumer"],
-    buckets=_LATENCY_BUCKETS,
-)
-FEED_FANOUT_FOLLOWERS = Histogram(
-    "delinkcious_feed_fanout_followers",
-    "Feeds one link event was written to (fan-out on write).",
-    ["service"],
-    buckets=(0, 1, 10, 100, 1000, 10000, 100000),
-)
-FEED_FANOUT_DURATION = Histogram(
-    "delinkcious_feed_fanout_duration_seconds",
-    "Time to write one link event to every follower's feed.",
-    ["service"],
-    buckets=_LATENCY_BUCKETS,
-)
-OUTBOX_PENDING = Gauge(
-    "delinkcious_outbox_pending_events",
-    "Events committed to the outbox and not yet published.",
-    ["service"],
-    multiprocess_mode="livemax",
-)
-OUTBOX_LAG = Gauge(
-    "delinkcious_outbox_lag_seconds",
-    "Age of the oldest unpublished outbox event (0 when none is pending).",
-    ["service"],
-    multiprocess_mode="livemax",
-)
-OUTBOX_PUBLISH_FAILURES = Counter(
-    "delinkcious_outbox_publish_failures_total",
-    "Outbox relay batches that failed to publish (broker or database unavailable).",
-    ["service"],
-)
-CONSUMER_PENDING = Gauge(
-    "delinkcious_consumer_pending_messages",
-    "Messages of a durable consumer not yet acknowledged: waiting to be delivered plus delivered "
-    "and unacknowledged (JetStream num_pending + num_ack_pending).",
-    ["service", "consumer"],
-    multiprocess_mode="livemax",
-)
+EVENTS_PUBLISHED = Counter("delinkcious_events_published_total",
+                           "Events published to JetStream (acknowledged by the server).", ["service", "subject"])
+EVENTS_CONSUMED = Counter("delinkcious_events_consumed_total",
+                          "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried.",
+                          ["service", "consumer", "outcome"])
+EVENT_HANDLING_DURATION = Histogram("delinkcious_event_handling_duration_seconds",
+                                    "Time spent handling one consumed event.", ["service", "consumer"],
+                                    buckets=_LATENCY_BUCKETS)
+FEED_FANOUT_FOLLOWERS = Histogram("delinkcious_feed_fanout_followers",
+                                  "Feeds one link event was written to (fan-out on write).", ["service"],
+                                  buckets=(0, 1, 10, 100, 1000, 10000, 100000))
+FEED_FANOUT_DURATION = Histogram("delinkcious_feed_fanout_duration_seconds",
+                                 "Time to write one link event to every follower's feed.", ["service"],
+                                 buckets=_LATENCY_BUCKETS)
+OUTBOX_PENDING = Gauge("delinkcious_outbox_pending_events", "Events committed to the outbox and not yet published.",
+                       ["service"], multiprocess_mode="livemax")
+OUTBOX_LAG = Gauge("delinkcious_outbox_lag_seconds",
+                   "Age of the oldest unpublished outbox event (0 when none is pending).", ["service"],
+                   multiprocess_mode="livemax")
+OUTBOX_PUBLISH_FAILURES = Counter("delinkcious_outbox_publish_failures_total",
+                                  "Outbox relay batches that failed to publish (broker or database unavailable).",
+                                  ["service"])
+CONSUMER_PENDING = Gauge("delinkcious_consumer_pending_messages",
+                         "Messages of a durable consumer not yet acknowledged: waiting to be delivered plus delivered "
+                         "and unacknowledged (JetStream num_pending + num_ack_pending).", ["service", "consumer"],
+                         multiprocess_mode="livemax")
 
 # Link checks (link-checker).
-LINK_CHECKS = Counter(
-    "delinkcious_link_checks_total",
-    "Link checks answered, by result (valid, invalid, refused) and source (fetched, cached).",
-    ["service", "result", "source"],
-)
-LINK_CHECK_DURATION = Histogram(
-    "delinkcious_link_check_duration_seconds",
-    "Time to check one URL by fetching it: every attempt, redirect, back-off and politeness wait.",
-    ["service", "result"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
-)
+LINK_CHECKS = Counter("delinkcious_link_checks_total",
+                      "Link checks answered, by result (valid, invalid, refused) and source (fetched, cached).",
+                      ["service", "result", "source"])
+LINK_CHECK_DURATION = Histogram("delinkcious_link_check_duration_seconds",
+                                "Time to check one URL by fetching it: every attempt, redirect, back-off and "
+                                "politeness wait.", ["service", "result"],
+                                buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0))
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -3,7 +3,6 @@ of work, error translation, and schema migrations applied under an advisory lock
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 from psycopg2.extensions import make_dsn, parse_dsn
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from ..core.errors import Unavailable
 from ..observability.logs import get_logger
@@ -124,8 +124,7 @@ def apply_migrations(
     from yoyo import get_backend, read_migrations
 
     full_dsn = build_dsn(dsn, password)
-    deadline = time.monotonic() + timeout
-    lock_conn = _connect_with_retry(full_dsn, deadline)
+    lock_conn = _connect_with_retry(full_dsn, timeout)
     try:
         lock_conn.autocommit = True
         with lock_conn.cursor() as cursor:
@@ -142,17 +141,19 @@ def apply_migrations(
         lock_conn.close()  # closing the session releases the advisory lock
 
 
-def _connect_with_retry(dsn: str, deadline: float) -> psycopg2.extensions.connection:
-    delay = 0.2
-    while True:
-        try:
-            return psycopg2.connect(dsn, connect_timeout=3)
-        except psycopg2.OperationalError as exc:
-            if time.monotonic() + delay > deadline:
-                raise Unavailable(f"database {describe_dsn(dsn)} not reachable: {exc}".strip()) from exc
-            log.warning("database_not_ready", database=describe_dsn(dsn), retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+def _connect_with_retry(dsn: str, timeout: float) -> psycopg2.extensions.connection:
+    """A connection once the database accepts one; Unavailable when it has not within `timeout` seconds."""
+
+    def log_retry(state: RetryCallState) -> None:
+        log.warning("database_not_ready", database=describe_dsn(dsn), retry_in_s=round(state.upcoming_sleep, 2))
+
+    retrying = Retrying(retry=retry_if_exception_type(psycopg2.OperationalError),
+                        wait=wait_exponential(multiplier=0.1, min=0.2, max=5.0),
+                        stop=stop_before_delay(timeout), before_sleep=log_retry, reraise=True)
+    try:
+        return retrying(psycopg2.connect, dsn, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        raise Unavailable(f"database {describe_dsn(dsn)} not reachable: {exc}".strip()) from exc
 
 
 def _yoyo_url(dsn: str) -> str:

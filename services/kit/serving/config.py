@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -48,32 +48,85 @@ class _FileSettingsSource(EnvSettingsSource):
         return value, field_name, False
 
 
+def _url_with_scheme(*schemes: str, meaning: str, comma_separated: bool = False) -> AfterValidator:
+    """A URL setting whose scheme must be one of `schemes`; the error says it `must be <meaning>`."""
+    prefixes = tuple(f"{scheme}://" for scheme in schemes)
+
+    def check(value: str) -> str:
+        parts = value.split(",") if comma_separated else [value]
+        if not all(part.strip().startswith(prefixes) for part in parts):
+            raise ValueError(f"must be {meaning}")
+        return value
+
+    return AfterValidator(check)
+
+
+PostgresUrl = Annotated[str, _url_with_scheme("postgresql", "postgres", meaning="a postgresql:// URL")]
+NatsUrls = Annotated[str, _url_with_scheme("nats", "tls", meaning="a nats:// URL (comma-separated for a cluster)",
+                                           comma_separated=True)]
+RedisUrl = Annotated[str, _url_with_scheme("redis", "rediss", meaning="a redis:// or rediss:// URL")]
+
+
 class BaseServiceSettings(BaseSettings):
     """Settings every service has. Services subclass it and add their own facts."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
-    service_name: str
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    # When set, /healthz/* and /metrics are served only on this port and never on PORT, so an
-    # ingress can expose PORT alone (the API gateway does this).
-    admin_port: int | None = Field(None, ge=1, le=65535)
-    log_format: Literal["json", "console"] = "json"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    service_name: str = Field(description=(
+        "Which service this process runs. `delinkcious serve` and `delinkcious probe` take the service from this "
+        "variable when no name is given on the command line (the container image sets it from its `SERVICE` build "
+        "argument); a name given on the command line wins."))
+    host: str = Field("127.0.0.1", description=(
+        "Address the service's ports (HTTP, and gRPC where it has a gRPC port) bind to. Use `0.0.0.0` in a "
+        "container."))
+    port: int = Field(8080, ge=1, le=65535, description=(
+        "Port for the API, `/healthz/*` and `/metrics`. Each service's own default comes from the catalogue "
+        "(`services/catalogue.py`) and is given in its section below."))
+    admin_port: int | None = Field(None, ge=1, le=65535, description=(
+        "When set, `/healthz/*` and `/metrics` are served only on this port and never on PORT, so an ingress can "
+        "expose PORT alone (the API gateway does this). HTTP services only: a worker service serves them on PORT, "
+        "so leave it unset there."))
+    log_format: Literal["json", "console"] = Field("json", description=(
+        "`console` gives human-readable lines for local work (see [logging](logging.md))."))
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description=(
+        "Minimum level for the service's own lines and for gunicorn's. At `debug`, the `nats`, `urllib3` and "
+        "`yoyo` loggers are shown too (they stay at `warning` otherwise)."))
 
-    web_workers: int = Field(2, ge=1, le=64)
-    web_threads: int = Field(8, ge=1, le=256)
-    graceful_timeout: float = Field(20.0, gt=0, le=600)  # for in-flight HTTP requests after SIGTERM
-    shutdown_drain_timeout: float = Field(10.0, gt=0, le=600)  # then for consumers and the outbox
-    max_request_bytes: int = Field(64 * 1024, ge=1024)
-    startup_timeout: float = Field(60.0, gt=0)
+    web_workers: int = Field(2, ge=1, le=64, description=(
+        "gunicorn worker processes of an HTTP service (a worker service runs as one process). Each worker has its "
+        "own pool, NATS connection, outbox relay and consumers."))
+    web_threads: int = Field(8, ge=1, le=256, description=(
+        "Threads per gunicorn worker (`gthread`) of an HTTP service."))
+    graceful_timeout: float = Field(20.0, gt=0, le=600, description=(
+        "Time allowed after SIGTERM for in-flight HTTP requests (in a worker service: gRPC calls) to finish. "
+        "For an HTTP service it is one part of gunicorn's own graceful timeout, the time after which the gunicorn "
+        "master kills any worker still running: `ceil(GRACEFUL_TIMEOUT + SHUTDOWN_DRAIN_TIMEOUT + 5)` seconds, "
+        "35 s with the defaults (`services/kit/serving/gunicorn.py`). See "
+        "[shutdown](health.md#start-up-and-shutdown)."))
+    shutdown_drain_timeout: float = Field(10.0, gt=0, le=600, description=(
+        "After in-flight requests have finished, each worker has this long to stop its consumers (the first half) "
+        "and to drain the outbox (the second half; a service without an outbox gives all of it to its consumers). "
+        "It then closes its NATS connection and its pools."))
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description=(
+        "Largest request body accepted. A larger body gets `413 payload_too_large`."))
+    startup_timeout: float = Field(60.0, gt=0, description=(
+        "How long start-up waits for PostgreSQL to accept connections before migrations (services with a database "
+        "only). If it does not in that time, the process logs `startup_failed` and exits with status 1 (see "
+        "[validation at start-up](#validation-at-start-up))."))
 
-    # Caller identity for internal calls; "disabled" only where a mesh authenticates callers (mTLS).
-    caller_auth: Literal["token", "disabled"] = "token"
-    trusted_callers_dir: Path | None = None
-    allowed_callers: str = ""
-    caller_token: SecretStr | None = None
+    caller_auth: Literal["token", "disabled"] = Field("token", description=(
+        "Caller identity on internal endpoints (see [caller identity](#caller-identity)): `token` checks every "
+        "caller's token; `disabled` only where a service mesh authenticates callers (mTLS). The public API gateway "
+        "checks no caller tokens, so it ignores this and the next two settings."))
+    trusted_callers_dir: Path | None = Field(None, description=(
+        "Directory holding one token file per trusted caller, named after the caller. Required when "
+        "`CALLER_AUTH=token`. If set, it must be a directory."))
+    allowed_callers: str = Field("", description=(
+        "Comma-separated names of the callers this service serves. Required (at least one name) when "
+        "`CALLER_AUTH=token`."))
+    caller_token: SecretStr | None = Field(None, description=(
+        "This service's own token, sent on its outgoing internal calls. Only services that make internal calls "
+        "need it, and they require it (their sections below say so)."))
 
     @field_validator("log_format", "log_level", "caller_auth", mode="before")
     @classmethod
@@ -115,57 +168,59 @@ class BaseServiceSettings(BaseSettings):
 class PostgresSettings(BaseSettings):
     """Mixin for services that own a PostgreSQL database."""
 
-    database_url: str
-    database_password: SecretStr | None = None
-    db_pool_size: int = Field(10, ge=1, le=200)
-    db_connect_timeout: float = Field(3.0, gt=0)
-    db_statement_timeout_ms: int = Field(5000, ge=100)
-
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_scheme(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL")
-        return value
+    database_url: PostgresUrl = Field(description=(
+        "The service's own database, a `postgresql://` or `postgres://` URL. Leave the password out of the URL."))
+    database_password: SecretStr | None = Field(None, description=(
+        "Password for the database. If set, it replaces any password in `DATABASE_URL`."))
+    db_pool_size: int = Field(10, ge=1, le=200, description=(
+        "Connections per **worker process**. A replica can open up to `WEB_WORKERS × DB_POOL_SIZE` connections, "
+        "plus one while migrating. A request that finds no free connection within 5 s gets `503 unavailable` "
+        "(`Retry-After: 1`)."))
+    db_connect_timeout: float = Field(3.0, gt=0, description=(
+        "libpq connect timeout. It is truncated to whole seconds, with a minimum of 1."))
+    db_statement_timeout_ms: int = Field(5000, ge=100, description=(
+        "PostgreSQL `statement_timeout` for every connection in the pool."))
 
 
 class NatsSettings(BaseSettings):
     """Mixin for services that publish or consume events."""
 
-    nats_url: str
-    outbox_poll_interval: float = Field(1.0, gt=0)
-    outbox_batch_size: int = Field(100, ge=1, le=1000)
-    outbox_retention_hours: float = Field(24.0, gt=0)
-    consumer_max_in_flight: int = Field(16, ge=1, le=1000)
-
-    @field_validator("nats_url")
-    @classmethod
-    def _nats_scheme(cls, value: str) -> str:
-        if not all(part.strip().startswith(("nats://", "tls://")) for part in value.split(",")):
-            raise ValueError("must be a nats:// URL (comma-separated for a cluster)")
-        return value
+    nats_url: NatsUrls = Field(description=(
+        "NATS JetStream server(s): a `nats://` or `tls://` URL, comma-separated for a cluster."))
+    outbox_poll_interval: float = Field(1.0, gt=0, description=(
+        "How often the outbox relay looks for unpublished events when no commit has woken it. Only services with "
+        "a database have an outbox."))
+    outbox_batch_size: int = Field(100, ge=1, le=1000, description=(
+        "Events published per relay transaction (services with a database only)."))
+    outbox_retention_hours: float = Field(24.0, gt=0, description=(
+        "How long published outbox rows are kept before they are deleted (services with a database only). "
+        "Consumed-event claims (`processed_events`) are always kept for 30 days."))
+    consumer_max_in_flight: int = Field(16, ge=1, le=1000, description=(
+        "Per worker: the most unacknowledged messages per subscription, and the number of handler threads. A slot "
+        "is refilled as soon as its message is acked, so one slow message does not hold up the others."))
 
 
 class RedisSettings(BaseSettings):
     """Mixin for services that keep state in Redis."""
 
-    redis_url: str
-    redis_password: SecretStr | None = None
-    redis_timeout: float = Field(2.0, gt=0)
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://")):
-            raise ValueError("must be a redis:// or rediss:// URL")
-        return value
+    redis_url: RedisUrl = Field(description=(
+        "The Redis server, a `redis://` or `rediss://` (TLS) URL, e.g. `redis://redis:6379/0`."))
+    redis_password: SecretStr | None = Field(None, description=(
+        "Password for Redis, used when `REDIS_URL` holds none (a password in the URL wins). The API gateway's rate "
+        "limiter connects with `REDIS_URL` alone and does not use it."))
+    redis_timeout: float = Field(2.0, gt=0, description=(
+        "Timeout for connecting to Redis and for each command."))
 
 
 class GrpcSettings(BaseSettings):
     """Mixin for services that serve gRPC (PORT then serves only /healthz and /metrics)."""
 
-    grpc_port: int = Field(9090, ge=1, le=65535)
-    grpc_workers: int = Field(16, ge=1, le=256)
+    grpc_port: int = Field(9090, ge=1, le=65535, description=(
+        "Port of the gRPC API, on HOST. Each service's own default comes from the catalogue and is given in its "
+        "section below."))
+    grpc_workers: int = Field(16, ge=1, le=256, description=(
+        "Threads serving gRPC calls. At most four times as many calls are accepted at once; callers beyond that "
+        "get `RESOURCE_EXHAUSTED` at once."))
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

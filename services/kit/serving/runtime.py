@@ -6,6 +6,7 @@ stops them in the right order. The service's own code sees only the pieces it us
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ class ServiceDefinition:
     name: str
     settings_class: type[BaseServiceSettings]
     build: Callable[[ServiceRuntime], ServiceParts]
-    migrations: Sequence[Path] = ()
+    # The service's own schema migrations; by default the migrations/ folder beside its `build`, if any.
+    migrations: Sequence[Path] | None = None
     publishes: Sequence[StreamSpec] = ()
     # "http": Flask behind gunicorn. "worker": one process running consumers (and gRPC, if the
     # parts register any), with /healthz and /metrics on a small HTTP side port.
@@ -47,7 +49,11 @@ class ServiceDefinition:
     redis_critical: bool = True
 
     def migration_dirs(self) -> list[Path]:
-        return [KIT_MIGRATIONS, *self.migrations]
+        own = self.migrations
+        if own is None:
+            beside_build = Path(inspect.getfile(self.build)).parent / "migrations"
+            own = (beside_build,) if beside_build.is_dir() else ()
+        return [KIT_MIGRATIONS, *own]
 
 
 @dataclass
@@ -163,12 +169,10 @@ class ServiceRuntime:
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        if self.nats is not None:
-            self.nats.start()
-        if self.outbox is not None:
-            self.outbox.start()
-        if self.consumers is not None:
-            self.consumers.start()
+        # The connection first: the relay and the consumers work on it.
+        for part in (self.nats, self.outbox, self.consumers):
+            if part is not None:
+                part.start()
         self.health.mark_started()
         log.info("service_started")
 

@@ -3,13 +3,16 @@ the JSON error shape, health endpoints and /metrics. A service adds only its own
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..core.clock import format_timestamp
 from ..core.errors import InvalidInput, ServiceError, Unavailable
+from ..core.validation import validate_username
 from ..observability import metrics
 from ..observability.context import REQUEST_ID_HEADER, enter_request, leave_request
 from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
@@ -205,3 +208,29 @@ def json_object() -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")
     return payload
+
+
+def user_blueprint(name: str, import_name: str, url_prefix: str) -> Blueprint:
+    """A blueprint of one user's resources: the `<username>` in `url_prefix` is checked by the username
+    rule (400 naming it) and put on every log line of the request."""
+    blueprint = Blueprint(name, import_name, url_prefix=url_prefix)
+
+    @blueprint.before_request
+    def _bind_user() -> None:
+        # Runs after the kit's request set-up (request id, caller identity).
+        username = (request.view_args or {})["username"]
+        validate_username(username)
+        bind_contextvars(user=username)
+
+    return blueprint
+
+
+# --- output helpers for handlers ------------------------------------------------------------
+def json_fields(value: Any, fields: Iterable[str]) -> dict[str, Any]:
+    """The named attributes of `value` as a JSON object: timestamps in RFC 3339, tuples as lists."""
+    rendered: dict[str, Any] = {}
+    for name in fields:
+        item = getattr(value, name)
+        rendered[name] = (format_timestamp(item) if isinstance(item, datetime)
+                          else list(item) if isinstance(item, tuple) else item)
+    return rendered
