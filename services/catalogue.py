@@ -35,11 +35,6 @@ class ServiceFacts:
         """The service's folder under services/ and its import package below delinkcious."""
         return self.name.replace("-", "_")
 
-    @property
-    def ops_port(self) -> int:
-        """Where /healthz/* and /metrics answer."""
-        return self.admin_port or self.port
-
     def definition(self) -> ServiceDefinition:
         return importlib.import_module(f"delinkcious.{self.package}.app").DEFINITION
 

@@ -78,7 +78,7 @@ def probe_health(definition: ServiceDefinition, check: str) -> int:
         # 1, not serve's 2: Docker reserves a health check's exit status 2.
         print(f"{definition.name}: {error.message}", file=sys.stderr, flush=True)
         return 1
-    ops_port = settings.admin_port or settings.port
+    ops_port = definition.ops_port(settings)
     url = f"http://{loopback_for(settings.host)}:{ops_port}/healthz/{check}"
     # No proxy: an HTTP(S)_PROXY of the container must not carry a request for this machine elsewhere.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -63,3 +63,25 @@ def test_ports_written_in_the_docs_are_the_catalogues(path):
             if owner is None or (readme_of is not None and owner is not readme_of and not named_on_line):
                 drifted.append(f"line {number}: {port}: {line.strip()}")
     assert not drifted, "ports that are not the catalogue's (services/catalogue.py):\n" + "\n".join(drifted)
+
+
+@pytest.mark.parametrize("facts", SERVICES, ids=lambda facts: facts.name)
+def test_every_variable_up_gives_a_service_is_one_of_its_settings(facts, tmp_path):
+    """The environment `delinkcious up` builds names settings, not guesses: a renamed setting fails here."""
+    from dataclasses import replace
+
+    from delinkcious.local.secrets import SecretsLayout
+    from delinkcious.local.servers import DatabaseAccess
+    from delinkcious.local.wiring import service_environment, services_wiring
+
+    wiring = replace(
+        services_wiring(SERVICES, "127.0.0.1", "json", SecretsLayout(tmp_path), {}),
+        nats_url="nats://127.0.0.1:14222", redis_url="redis://127.0.0.1:16379/0",
+        databases={facts.name: DatabaseAccess(f"postgresql://{facts.package}@127.0.0.1:15432/x", tmp_path / "pw")},
+        oidc_discovery_url="http://127.0.0.1:9400/.well-known/openid-configuration",
+    )
+    environment = service_environment(facts, wiring, {"PATH": "/usr/bin"})
+    settings = {name.upper() for name in facts.definition().settings_class.model_fields}
+    not_settings = {variable.removesuffix("_FILE") for variable in environment
+                    if variable not in ("PATH", "PYTHONUNBUFFERED")} - settings
+    assert not not_settings, f"up sets variables {facts.name} has no setting for"

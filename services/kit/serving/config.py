@@ -79,7 +79,8 @@ class BaseServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description=(
         "Address the service's ports (HTTP, and gRPC where it has a gRPC port) bind to. Use `0.0.0.0` in a "
         "container."))
-    port: int = Field(8080, ge=1, le=65535, description=(
+    # No default here: each service's class gives its own, from the catalogue (services/catalogue.py).
+    port: int = Field(ge=1, le=65535, description=(
         "Port for the API, `/healthz/*` and `/metrics`. Each service's own default comes from the catalogue "
         "(`services/catalogue.py`) and is given in its section below."))
     admin_port: int | None = Field(None, ge=1, le=65535, description=(
@@ -215,7 +216,7 @@ class RedisSettings(BaseSettings):
 class GrpcSettings(BaseSettings):
     """Mixin for services that serve gRPC (PORT then serves only /healthz and /metrics)."""
 
-    grpc_port: int = Field(9090, ge=1, le=65535, description=(
+    grpc_port: int = Field(ge=1, le=65535, description=(
         "Port of the gRPC API, on HOST. Each service's own default comes from the catalogue and is given in its "
         "section below."))
     grpc_workers: int = Field(16, ge=1, le=256, description=(

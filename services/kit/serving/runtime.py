@@ -48,6 +48,11 @@ class ServiceDefinition:
     # leave load balancing.
     redis_critical: bool = True
 
+    def ops_port(self, settings: BaseServiceSettings) -> int:
+        """Where /healthz/* and /metrics answer: a worker's only HTTP port is PORT; an HTTP service moves
+        them to ADMIN_PORT when it has one."""
+        return settings.port if self.mode == "worker" else settings.admin_port or settings.port
+
     def migration_dirs(self) -> list[Path]:
         own = self.migrations
         if own is None:
