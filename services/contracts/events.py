@@ -167,6 +167,8 @@ class LinkEvent(EventContract):
 
     stream: ClassVar[StreamSpec] = LINKS_STREAM
     url: str
+    # The link service always sends every field; defaults let a consumer that needs fewer (the checker)
+    # accept older or partial payloads. A consumer that needs a field checks for it (news: the title).
     title: str = ""
     username: str | None = None
     description: str = ""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from ..contracts.events import LINK_EVENTS, Event, Followed, FollowEvent, LinkEvent, Unfollowed
+from ..kit.core.errors import InvalidInput
 from ..kit.core.validation import validate_username
 from ..kit.messaging.consumer import Subscription
 from .domain import FeedItem, to_millis
@@ -18,6 +19,8 @@ def feed_item_from_event(event: Event) -> FeedItem:
     """InvalidInput naming the field for an event that is not a usable link event."""
     contract = _LINK_EVENTS_BY_SUBJECT.get(event.subject, LINK_EVENTS[0])
     link = contract.from_event(event)
+    if "title" not in event.data:  # optional for other consumers of the contract, but a feed item shows it
+        raise InvalidInput("title", "a link event for a feed needs a title")
     return FeedItem(event_id=event.event_id, event_type=event.event_type, author=validate_username(event.author),
                     url=link.url, title=link.title, occurred_ms=to_millis(event.occurred_at))
 
