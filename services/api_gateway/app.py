@@ -3,13 +3,9 @@ routes. It is the only public service: PORT serves /login*, /logout, /v1/* and /
 /metrics are on ADMIN_PORT only."""
 from __future__ import annotations
 
-import math
-import time
 from typing import Any, Literal
 
-from flask import Blueprint, Flask, Response, g, jsonify
-from flask_limiter import Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from flask_restful import Api
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -19,10 +15,12 @@ from ..catalogue import get_service
 from ..kit.observability.health import Check
 from ..kit.serving.config import BaseServiceSettings, ConfigurationError, RedisSettings
 from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
+from ..kit.serving.web import is_ops_path
 from . import resources
 from .downstream import NewsDependency, RestDependency
-from .identity import Login, TokenVerifier
+from .identity import Login, TokenVerifier, presented_token
 from .openapi import register_api_docs
+from .rate_limits import RateLimited, RateLimiter
 
 FACTS = get_service("api-gateway")
 
@@ -55,11 +53,12 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
     caller_token: SecretStr = Field(description=(
         "The gateway's caller identity, carried by every internal call: required here."))
     rate_limit_per_user: str = Field("300/minute", description=(
-        "Requests each signed-in user may make to `/v1/*` and `/logout`, in flask-limiter notation. Beyond it: "
-        "`429` with `Retry-After`."))
+        "Requests each signed-in user may make to `/v1/*` and `/logout` in any window of that length (a moving "
+        "window), in flask-limiter notation (`100/minute;2000/hour`). Beyond it: `429` with `Retry-After`."))
     rate_limit_per_address: str = Field("600/minute", description=(
-        "Requests one client address may make to any route, signed in or not, in flask-limiter notation. Beyond "
-        "it: `429` with `Retry-After`. Neither limit is enforced while Redis is down."))
+        "Requests one client address may make to any route, signed in or not, in any window of that length (a "
+        "moving window), in flask-limiter notation. Beyond it: `429` with `Retry-After`. Neither limit is "
+        "enforced while Redis is down."))
     trusted_proxy_hops: int = Field(0, ge=0, le=5, description=(
         "How many `X-Forwarded-For` hops our own ingress adds, so the client address is taken from that header; "
         "`0` trusts no proxy and takes the connection's address."))
@@ -77,7 +76,7 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
     @field_validator("rate_limit_per_user", "rate_limit_per_address")
     @classmethod
     def _limits(cls, value: str) -> str:
-        parse_many(value)  # raises ValueError for anything flask-limiter would not understand
+        parse_many(value)  # raises ValueError for anything the rate limiter would not understand
         return value
 
     @field_validator("public_base_url", "link_service_url", "user_service_url", "social_graph_service_url")
@@ -120,23 +119,29 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
         "dependencies", lambda: {d.name: d.state for d in (links, users, social, news)}, critical=False))
 
     verifier = TokenVerifier(users, settings.token_cache_seconds)
-    limiter = Limiter(
-        # Application limits are checked before anything else, so unauthenticated requests count too.
-        key_func=get_remote_address, application_limits=[settings.rate_limit_per_address],
-        storage_uri=settings.redis_url, storage_options={"socket_timeout": settings.redis_timeout},
-        key_prefix="gateway", strategy="moving-window",
-        swallow_errors=True,  # limiter storage down: serve rather than fail every request
-    )
-    per_user = limiter.shared_limit(settings.rate_limit_per_user, scope="per-user",
-                                    key_func=lambda: f"user:{g.caller.username}")
+    # The runtime's Redis client: REDIS_URL with REDIS_PASSWORD and REDIS_TIMEOUT.
+    limiter = RateLimiter(runtime.redis, per_address=settings.rate_limit_per_address,
+                          per_user=settings.rate_limit_per_user)
 
     api_blueprint = Blueprint("public_api", __name__)
 
     @api_blueprint.before_request
     def authenticate() -> None:
         g.caller = verifier.caller()
+        if g.get("user_limited") != g.caller.username:
+            limiter.check_user(g.caller.username)
 
-    api = _Api(api_blueprint, decorators=[per_user])
+    def limit_rate() -> None:
+        """Every request counts against its address's limit before anything else, unauthenticated ones too. For a
+        signed-in request whose token this worker verified recently the user's limit is counted in the same Redis
+        round trip; otherwise `authenticate` counts it once it knows the user."""
+        if is_ops_path(request.path):
+            return
+        token = presented_token() if request.blueprint == api_blueprint.name else None
+        g.user_limited = verifier.cached_username(token) if token else None
+        limiter.check(request.remote_addr or "unknown", g.user_limited)
+
+    api = _Api(api_blueprint)
     dependencies = resources.Dependencies(verifier, links, users, social, news)
     for resource, path in ((resources.Me, "/v1/me"), (resources.Links, "/v1/links"),
                            (resources.Following, "/v1/following"), (resources.Followers, "/v1/followers"),
@@ -157,16 +162,13 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
         if settings.trusted_proxy_hops:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
         login.init_app(app)
-        limiter.init_app(app)
+        app.before_request(limit_rate)  # after the kit's own (request id, logging context), before the routes'
 
-        @app.errorhandler(RateLimitExceeded)
-        def rate_limited(error: RateLimitExceeded) -> Response:
-            limit = limiter.current_limit
-            retry_after = max(1, math.ceil(limit.reset_at - time.time())) if limit else 60
-            response = jsonify({"message": f"rate limit exceeded ({error.description}); retry later",
-                                "code": "rate_limited"})
-            response.status_code = 429
-            response.headers["Retry-After"] = str(retry_after)
+        @app.errorhandler(RateLimited)
+        def rate_limited(error: RateLimited) -> Response:
+            response = jsonify(error.to_body())
+            response.status_code = error.status
+            response.headers["Retry-After"] = str(error.retry_after_s)
             return response
 
     return ServiceParts(blueprints=[entry, api_blueprint], app_setup=[setup])

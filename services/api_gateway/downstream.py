@@ -3,11 +3,14 @@ reads only, and a circuit breaker per dependency. Whatever goes wrong downstream
 as a 503 with Retry-After (or as the downstream's own 4xx answer), never as a hang or a 500."""
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections.abc import Callable
 from datetime import timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-import pybreaker
 import requests
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -20,6 +23,7 @@ from ..kit.serving.grpc_client import GrpcClient
 from ..kit.serving.http_client import ServiceClient
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 # The codes an internal service answers when it refuses the gateway itself (kit/callers.py).
@@ -39,9 +43,93 @@ class _Failure(Exception):
     """Counts against the circuit breaker: the dependency failed (as opposed to refusing the request)."""
 
 
-def breaker(name: str, *, failures: int, reset_s: float) -> pybreaker.CircuitBreaker:
-    return pybreaker.CircuitBreaker(fail_max=failures, reset_timeout=reset_s, name=name,
-                                    exclude=[lambda error: not isinstance(error, _Failure)])
+class BreakerOpen(Exception):
+    """The breaker refused the call without making it."""
+
+    def __init__(self, name: str, retry_after_s: int) -> None:
+        super().__init__(f"{name} is unavailable")
+        self.retry_after_s = retry_after_s
+
+
+class CircuitBreaker:
+    """`failures` consecutive failed calls open the breaker: calls are then refused at once (BreakerOpen) until
+    `reset_s` have passed; the next call is then let through alone as a trial (half-open), and closes the breaker
+    if it succeeds or opens it for another `reset_s` if it fails. Only exceptions for which `is_failure` holds
+    count as failures; any other outcome (an answer, a refusal the dependency sent) counts as a success.
+
+    Why not a library: pybreaker's `CircuitBreaker.call` (1.4) holds the breaker's lock for the whole call, so a
+    worker has at most one call in flight per dependency and one slow call stalls all others; the `circuitbreaker`
+    package takes no lock at all (its counts race) and lets every caller through once the reset time has passed,
+    where one trial call should go. Here the lock guards only reads and changes of the state; calls run
+    concurrently."""
+
+    def __init__(self, name: str, *, failures: int, reset_s: float, is_failure: Callable[[Exception], bool],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._failures_to_open = failures
+        self._reset_s = reset_s
+        self._is_failure = is_failure
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._consecutive_failures = 0
+        self._opened_at: float | None = None  # None while closed
+        self._trial_in_flight = False
+
+    @property
+    def state(self) -> str:
+        """`closed`, `open` or `half-open` (a trial call is in flight), as the readiness detail shows it."""
+        with self._lock:
+            if self._opened_at is None:
+                return "closed"
+            return "half-open" if self._trial_in_flight else "open"
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        is_trial = self._admit()
+        failed: bool | None = None  # stays None if the call was interrupted (e.g. the worker is shutting down)
+        try:
+            result = function(*args, **kwargs)
+            failed = False
+            return result
+        except Exception as error:
+            failed = self._is_failure(error)
+            raise
+        finally:
+            self._settle(is_trial, failed)
+
+    def _admit(self) -> bool:
+        """Whether the call is a trial; BreakerOpen if it may not be made."""
+        with self._lock:
+            if self._opened_at is None:
+                return False
+            open_for = self._opened_at + self._reset_s - self._clock()
+            if open_for > 0 or self._trial_in_flight:
+                raise BreakerOpen(self.name, retry_after_s=max(1, math.ceil(open_for)))
+            self._trial_in_flight = True
+            return True
+
+    def _settle(self, is_trial: bool, failed: bool | None) -> None:
+        with self._lock:
+            if is_trial:
+                self._trial_in_flight = False
+            if failed is None:
+                return
+            if not failed:
+                self._consecutive_failures = 0
+                if is_trial:
+                    self._opened_at = None
+                    log.info("breaker_closed", dependency=self.name)
+                return
+            self._consecutive_failures += 1
+            # A call that began before the breaker opened and fails after does not extend the open time.
+            if is_trial or (self._opened_at is None and self._consecutive_failures >= self._failures_to_open):
+                self._opened_at = self._clock()
+                log.warning("breaker_opened", dependency=self.name, failures=self._consecutive_failures,
+                            retry_in_s=self._reset_s)
+
+
+def breaker(name: str, *, failures: int, reset_s: float) -> CircuitBreaker:
+    return CircuitBreaker(name, failures=failures, reset_s=reset_s,
+                          is_failure=lambda error: isinstance(error, _Failure))
 
 
 class RestDependency:
@@ -52,14 +140,13 @@ class RestDependency:
         self._client = ServiceClient(base_url, caller_token=caller_token, read_timeout=timeout_s,
                                      retries=1, retry_methods=READ_METHODS)
         self._breaker = breaker(name, failures=failures, reset_s=reset_s)
-        self._reset_s = reset_s
 
     def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         """(status, JSON body or None) of a successful call; DownstreamError for its 4xx answers."""
         try:
             response = self._breaker.call(self._send, method, path, **kwargs)
-        except pybreaker.CircuitBreakerError:
-            raise Unavailable(f"{self.name} is unavailable", retry_after=int(self._reset_s)) from None
+        except BreakerOpen as refused:
+            raise Unavailable(str(refused), retry_after=refused.retry_after_s) from None
         except _Failure as failure:
             raise Unavailable(f"{self.name} is unavailable") from failure.__cause__
         body = _json(response)
@@ -83,7 +170,7 @@ class RestDependency:
 
     @property
     def state(self) -> str:
-        return str(self._breaker.current_state)
+        return self._breaker.state
 
     def close(self) -> None:
         self._client.close()
@@ -113,14 +200,13 @@ class NewsDependency:
         self._client = GrpcClient(address, caller_token=caller_token, timeout_s=timeout_s, retries=1)
         self._stub = self._client.stub(news_pb2_grpc.NewsServiceStub)
         self._breaker = breaker("news", failures=failures, reset_s=reset_s)
-        self._reset_s = reset_s
 
     def get_news(self, username: str, start_token: str, limit: int) -> dict[str, Any]:
         request = news_pb2.GetNewsRequest(username=username, start_token=start_token, limit=limit)
         try:
             response = self._breaker.call(self._get, request)
-        except pybreaker.CircuitBreakerError:
-            raise Unavailable("news is unavailable", retry_after=int(self._reset_s)) from None
+        except BreakerOpen as refused:
+            raise Unavailable(str(refused), retry_after=refused.retry_after_s) from None
         except _Failure as failure:
             raise Unavailable("news is unavailable") from failure.__cause__
         return {
@@ -145,7 +231,7 @@ class NewsDependency:
 
     @property
     def state(self) -> str:
-        return str(self._breaker.current_state)
+        return self._breaker.state
 
     def close(self) -> None:
         self._client.close()

@@ -1,10 +1,12 @@
 """Who is calling: logging in through an OAuth2/OpenID Connect provider (authlib), and verifying
-Delinkcious access tokens through the user service with a short-lived cache."""
+Delinkcious access tokens through the user service with a short-lived cache (one call per token at a time)."""
 from __future__ import annotations
 
 import hashlib
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ from authlib.integrations.flask_client import OAuth
 from cachetools import TTLCache
 from flask import Flask, request
 
-from ..kit.core.errors import InvalidInput, ServiceError, Unauthenticated
+from ..kit.core.errors import InvalidInput, ServiceError, Unauthenticated, Unavailable
 from ..kit.observability.logs import get_logger
 from .downstream import DownstreamError, RestDependency
 
@@ -48,35 +50,133 @@ def presented_token() -> str | None:
     return request.headers.get("Access-Token", "").strip() or None
 
 
-class TokenVerifier:
-    """Verifies tokens with the user service; answers are cached for `ttl_s` seconds, which bounds
-    how long a revoked token keeps working on another gateway instance."""
+@dataclass(frozen=True)
+class _Verified:
+    username: str
+    asked_at: float  # when the verification call began: the answer is trusted for the TTL from then
 
-    def __init__(self, users: RestDependency, ttl_s: float) -> None:
+
+class _Verification:
+    """One call to the user service about one token, shared by every request that needs its answer."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.username: str | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def outcome(self) -> str:
+        """The shared answer, for a request that waited for it; each waiter gets an error of its own to raise."""
+        self.done.wait()
+        if self.username is not None:
+            return self.username
+        if isinstance(self.error, Unauthenticated):
+            raise Unauthenticated(self.error.message)
+        if isinstance(self.error, Unavailable):
+            raise Unavailable(self.error.message, retry_after=self.error.retry_after)
+        raise Unavailable("the user service is unavailable")
+
+
+class TokenVerifier:
+    """Verifies tokens with the user service. An answer is trusted for `ttl_s` seconds from when it was asked
+    for, which bounds how long a revoked token keeps working on another gateway instance (`forget` ends it at
+    once on this one).
+
+    Concurrent requests with the same token share one verification call. An answer older than REFRESH_AFTER
+    of the TTL is refreshed by the first request that sees it while the others keep using it, so a busy token
+    is verified about once per TTL and never by every request at once; only a request whose answer has expired
+    (or never was) waits, for the one call in flight."""
+
+    REFRESH_AFTER = 0.8
+
+    def __init__(self, users: RestDependency, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._users = users
-        self._cache: TTLCache[bytes, str] = TTLCache(maxsize=100_000, ttl=ttl_s)
+        self._ttl = ttl_s
+        self._refresh_after = ttl_s * self.REFRESH_AFTER
+        self._clock = clock
+        self._cache: TTLCache[bytes, _Verified] = TTLCache(maxsize=100_000, ttl=max(ttl_s, 1e-6), timer=clock)
+        self._in_flight: dict[bytes, _Verification] = {}
         self._lock = threading.Lock()
 
     def caller(self) -> Caller:
         token = presented_token()
         if not token:
             raise Unauthenticated("an access token is required (Authorization: Bearer <token>)")
-        key = hashlib.sha256(token.encode()).digest()
+        return Caller(username=self.verify(token), token=token)
+
+    def verify(self, token: str) -> str:
+        """The username the token belongs to; Unauthenticated if it is invalid, expired or revoked."""
+        if self._ttl <= 0:
+            return self._ask(token)
+        key = _key(token)
         with self._lock:
-            username = self._cache.get(key)
-        if username is None:
-            try:
-                _, body = self._users.call("POST", "/v1/tokens/verify", json={"token": token})
-            except DownstreamError as refused:
-                raise Unauthenticated("the access token is invalid, expired or revoked") from refused
-            username = body["user"]["username"]
-            with self._lock:
-                self._cache[key] = username
-        return Caller(username=username, token=token)
+            now = self._clock()
+            verified = self._cache.get(key)
+            if verified is not None and now - verified.asked_at >= self._ttl:
+                verified = None  # no longer trusted
+            verification = self._in_flight.get(key)
+            if verified is not None and (verification is not None or now - verified.asked_at < self._refresh_after):
+                return verified.username  # still fresh, or another request is refreshing it
+            leading = verification is None
+            if verification is None:
+                verification = self._in_flight[key] = _Verification(started_at=now)
+        if not leading:
+            return verification.outcome()
+        return self._lead(token, key, verification, fallback=verified)
+
+    def cached_username(self, token: str) -> str | None:
+        """The username of a token whose answer is still trusted, without asking anyone (None otherwise)."""
+        if self._ttl <= 0:
+            return None
+        with self._lock:
+            verified = self._cache.get(_key(token))
+            if verified is None or self._clock() - verified.asked_at >= self._ttl:
+                return None
+            return verified.username
 
     def forget(self, token: str) -> None:
+        key = _key(token)
         with self._lock:
-            self._cache.pop(hashlib.sha256(token.encode()).digest(), None)
+            self._cache.pop(key, None)
+            # An answer asked for before the logout must not be cached after it.
+            self._in_flight.pop(key, None)
+
+    def _lead(self, token: str, key: bytes, verification: _Verification, fallback: _Verified | None) -> str:
+        """Makes the call the others wait for, and caches its answer unless the token was forgotten meanwhile."""
+        try:
+            username = self._ask(token)
+        except Unavailable as error:
+            verification.error = error
+            if fallback is not None:  # a refresh failed, but the answer it was refreshing is still trusted
+                log.warning("token_refresh_failed", error=error.message)
+                return fallback.username
+            raise
+        except BaseException as error:
+            verification.error = error
+            raise
+        else:
+            verification.username = username
+            return username
+        finally:
+            with self._lock:
+                if self._in_flight.get(key) is verification:
+                    del self._in_flight[key]
+                    if verification.username is not None:
+                        self._cache[key] = _Verified(verification.username, asked_at=verification.started_at)
+                    elif isinstance(verification.error, Unauthenticated):
+                        self._cache.pop(key, None)
+            verification.done.set()
+
+    def _ask(self, token: str) -> str:
+        try:
+            _, body = self._users.call("POST", "/v1/tokens/verify", json={"token": token})
+        except DownstreamError as refused:
+            raise Unauthenticated("the access token is invalid, expired or revoked") from refused
+        return str(body["user"]["username"])
+
+
+def _key(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 class Login:

@@ -1,7 +1,9 @@
 """Outgoing internal calls: caller identity and request id on every call, timeouts always, and
-retries only for idempotent methods."""
+retries only for idempotent methods, except one resend of any request whose reused keep-alive connection
+the server closed before answering."""
 from __future__ import annotations
 
+import select
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,3 +78,85 @@ def test_slow_dependency_times_out_as_unavailable(server):
 def test_unreachable_dependency_is_unavailable():
     with pytest.raises(Unavailable):
         ServiceClient("http://127.0.0.1:1", caller_token="t", retries=0).request("GET", "/x")
+
+
+class OneAnswerPerConnection(BaseHTTPRequestHandler):
+    """Answers the first request on a connection and keeps it open (HTTP/1.1, no `Connection: close`), then closes
+    it under the next request without processing it: what a server does whose keep-alive ran out just as the
+    client reused the connection. `answer_only_first_connection` makes it close every later connection unanswered."""
+
+    protocol_version = "HTTP/1.1"
+    answered: list[str] = []
+    dropped: list[str] = []
+    answer_only_first_connection = False
+    connections = 0
+
+    def handle(self) -> None:
+        OneAnswerPerConnection.connections += 1
+        if OneAnswerPerConnection.answer_only_first_connection and OneAnswerPerConnection.connections > 1:
+            self._drop(self.connection.recv(65536))
+            return
+        self.handle_one_request()
+        select.select([self.connection], [], [], 10)  # the next request on this connection, or its close
+        self._drop(self.connection.recv(65536))
+
+    def _drop(self, request: bytes) -> None:
+        if request:
+            OneAnswerPerConnection.dropped.append(request.split(b" HTTP/")[0].decode())
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        OneAnswerPerConnection.answered.append(f"POST {self.path}")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def closing_server():
+    OneAnswerPerConnection.answered, OneAnswerPerConnection.dropped = [], []
+    OneAnswerPerConnection.answer_only_first_connection, OneAnswerPerConnection.connections = False, 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), OneAnswerPerConnection)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_post_on_a_reused_connection_the_server_closed_is_sent_again_once(closing_server):
+    client = ServiceClient(closing_server, caller_token="t", retries=0, max_idle_s=60)
+    assert client.request("POST", "/first", json={"n": 1}).status_code == 200
+    assert client.request("POST", "/second", json={"n": 2}).status_code == 200
+    assert OneAnswerPerConnection.dropped == ["POST /second"]  # closed under it on the reused connection...
+    assert OneAnswerPerConnection.answered == ["POST /first", "POST /second"]  # ...then sent on a fresh one
+    client.close()
+
+
+def test_the_resend_after_a_closed_connection_happens_once(closing_server):
+    OneAnswerPerConnection.answer_only_first_connection = True
+    client = ServiceClient(closing_server, caller_token="t", retries=0, max_idle_s=60)
+    assert client.request("POST", "/first").status_code == 200
+    with pytest.raises(Unavailable):  # the fresh connection was closed too: no more resends for a POST
+        client.request("POST", "/second")
+    assert OneAnswerPerConnection.dropped == ["POST /second", "POST /second"]
+    client.close()
+
+
+def test_a_post_on_a_fresh_connection_closed_without_an_answer_is_not_retried(closing_server):
+    OneAnswerPerConnection.answer_only_first_connection, OneAnswerPerConnection.connections = True, 1
+    with pytest.raises(Unavailable):  # the server may have processed it: only idempotent methods are retried
+        ServiceClient(closing_server, caller_token="t", max_idle_s=60).request("POST", "/x")
+    assert OneAnswerPerConnection.dropped == ["POST /x"]
+
+
+def test_idle_connections_are_not_reused_past_the_idle_limit(closing_server):
+    client = ServiceClient(closing_server, caller_token="t", retries=0, max_idle_s=0)
+    for path in ("/first", "/second", "/third"):
+        assert client.request("POST", path).status_code == 200
+    assert OneAnswerPerConnection.dropped == []  # each request on a new connection: nothing was closed under one
+    assert OneAnswerPerConnection.answered == ["POST /first", "POST /second", "POST /third"]
+    client.close()

@@ -104,3 +104,63 @@ def test_event_envelope_round_trip():
     assert decoded == event
     assert event.payload()["occurred_at"].endswith("Z")
     assert uuid.UUID(event.event_id)
+
+
+def test_only_committed_transactions_that_wrote_events_wake_the_relay(service_environment):
+    author = unique_username()
+
+    def event() -> Event:
+        return Event(subject=LINK_ADDED, event_type="link_added", author=author, data={"url": "https://woken.example"})
+
+    with service_environment.running(DEFINITION) as (runtime, _app):
+        relay = runtime.outbox
+        assert wait_until(lambda: runtime.nats.ready)
+        before = relay.notifications
+        with runtime.transaction() as cursor:
+            cursor.execute("SELECT count(*) FROM outbox")
+        with runtime.transaction() as cursor:
+            cursor.execute("DELETE FROM links WHERE false")  # a write that changed nothing and recorded no event
+        with pytest.raises(RuntimeError):
+            with runtime.transaction() as cursor:
+                record_event(cursor, event())
+                raise RuntimeError("the state change failed")
+        assert relay.notifications == before  # reads, event-less and rolled-back transactions leave it asleep
+
+        committed = event()
+        with runtime.transaction() as cursor:
+            record_event(cursor, committed)
+        assert relay.notifications == before + 1
+        assert wait_until(lambda: runtime.outbox.stats()["pending_events"] == 0)
+        published = wait_for_events(service_environment.nats_url, LINKS_STREAM.name, LINK_ADDED, 1, author=author)
+        assert [published_event["event_id"] for published_event in published] == [committed.event_id]
+
+
+def test_a_nats_reconnect_wakes_the_relay(link_database, private_nats):
+    connection = NatsConnection(private_nats.url, "outbox-reconnect-test", streams=[LINKS_STREAM])
+    connection.start()
+    try:
+        relay = OutboxRelay("test", link_database, connection, poll_interval=3600)
+        assert wait_until(lambda: connection.ready)
+        before = relay.notifications
+        private_nats.stop()
+        assert wait_until(lambda: not connection.connected)
+        private_nats.start()
+        assert wait_until(lambda: relay.notifications > before, timeout=30)
+    finally:
+        connection.close()
+
+
+def test_the_relay_publishes_on_a_warm_pooled_session(relay_parts):
+    database, _connection, relay = relay_parts
+    author = unique_username()
+    sessions = set()
+    for index in range(5):
+        with database.transaction() as cursor:
+            record_event(cursor, Event(subject=LINK_ADDED, event_type="link_added", author=author,
+                                       data={"url": f"https://warm/{index}"}))
+        assert relay.publish_pending() >= 1
+        with database.transaction() as cursor:
+            cursor.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            row = cursor.fetchone()
+            sessions.add((row["pid"], row["backend_start"]))
+    assert len(sessions) == 1  # writes, publishing and reads shared one server session, opened once

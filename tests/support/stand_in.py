@@ -7,11 +7,30 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+HOLD_LIMIT_S = 30.0  # a held request is answered after this long even if never released, so no test hangs
+
+
+class Hold:
+    """Requests to one (method, path) wait, recorded but unanswered, until `release()`; `arrived` is set by the
+    first of them."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self) -> None:
+        self.arrived.set()
+        self._released.wait(HOLD_LIMIT_S)
+
 
 class StandInService:
     def __init__(self) -> None:
         self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.holds: dict[tuple[str, str], Hold] = {}
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -21,6 +40,9 @@ class StandInService:
                 path = self.path.split("?", 1)[0]
                 stand_in.requests.append({"method": self.command, "path": path, "url": self.path,
                                           "headers": dict(self.headers), "body": json.loads(raw) if raw else None})
+                hold = stand_in.holds.get((self.command, path))
+                if hold is not None:
+                    hold.wait()
                 status, body = stand_in.answers.get((self.command, path), (404, {"message": "nope",
                                                                                  "code": "not_found"}))
                 payload = json.dumps(body).encode() if body is not None else b""
@@ -43,9 +65,16 @@ class StandInService:
     def answer(self, method: str, path: str, status: int, body: Any = None) -> None:
         self.answers[(method, path)] = (status, body)
 
+    def hold(self, method: str, path: str) -> Hold:
+        """Holds the requests to (method, path) from now on until the returned hold is released."""
+        hold = self.holds[(method, path)] = Hold()
+        return hold
+
     def asked(self, method: str, path: str) -> list[dict[str, Any]]:
         return [request for request in list(self.requests) if request["method"] == method and request["path"] == path]
 
     def stop(self) -> None:
+        for hold in self.holds.values():
+            hold.release()
         self._server.shutdown()
         self._server.server_close()

@@ -3,7 +3,9 @@
 kit.postgres.unit_of_work.record_event writes an event row inside the caller's transaction, so a
 committed state change always has its event and a rolled-back one never does. The relay publishes pending rows to
 JetStream with the event id as Nats-Msg-Id (server-side dedup), marks them sent, retries with
-backoff while NATS or PostgreSQL is down, and drains what is left on shutdown.
+backoff while NATS or PostgreSQL is down, and drains what is left on shutdown. It is woken by commits
+that wrote events (ServiceRuntime.transaction) and by NATS reconnects, polls as a safety net for rows
+committed elsewhere, and works on the service's pool, like a request.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._retention_hours = retention_hours
         self._wake = threading.Event()
+        self._notifications = 0
+        self._notifications_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         nats_connection.on_reconnect(self.notify)  # publish the backlog as soon as the broker is back
@@ -49,8 +53,16 @@ class OutboxRelay:
         self._thread.start()
 
     def notify(self) -> None:
-        """A transaction that wrote events committed: publish now rather than at the next poll."""
+        """A transaction that wrote events committed (or NATS is back): publish now rather than at the next poll."""
+        with self._notifications_lock:
+            self._notifications += 1
         self._wake.set()
+
+    @property
+    def notifications(self) -> int:
+        """How many times the relay was asked to publish at once, since it was created: what shows that reads
+        leave it alone."""
+        return self._notifications
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()

@@ -2,6 +2,7 @@
 of work, error translation, and schema migrations applied under an advisory lock."""
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,8 +44,119 @@ def describe_dsn(dsn: str) -> str:
     return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
+class ConnectionPool:
+    """Up to `size` PostgreSQL connections, opened when first needed and handed out again while they work.
+
+    Hand-rolled because psycopg2.pool.ThreadedConnectionPool, the library that fits psycopg2, cannot do
+    what a service needs, whichever `minconn` it is given:
+
+    - `getconn` opens a connection while holding the pool-wide lock, so one slow login stalls every thread;
+    - with `minconn=0` `putconn` closes every connection it gets back (a new login per transaction), and
+      with `minconn>0` the constructor connects at once, so a service could not start while PostgreSQL is down;
+    - it never waits for a free connection (`PoolError` at once), rolls back under its lock, raises when a
+      connection comes back after `closeall`, and hands out an idle connection whose server has gone.
+
+    psycopg_pool solves these for psycopg 3, not psycopg2. What is kept from psycopg2.pool is its rule for a
+    returned connection: rolled back if a transaction is still open, dropped if closed or in unknown state.
+    The lock here guards only the list of idle connections; connecting, rolling back and closing happen
+    outside it.
+    """
+
+    def __init__(self, dsn: str, size: int, *, acquire_timeout: float) -> None:
+        self._dsn = dsn
+        self._acquire_timeout = acquire_timeout
+        # One slot per connection in use or being opened, so open connections (idle + in use) never exceed size.
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[psycopg2.extensions.connection] = []  # LIFO: the most recently used is reused first
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def getconn(self) -> psycopg2.extensions.connection:
+        """A working connection, idle or new; Unavailable when none is free within `acquire_timeout`."""
+        if not self._slots.acquire(timeout=self._acquire_timeout):
+            raise Unavailable("database connection pool exhausted", retry_after=1)
+        try:
+            return self._reusable_idle_connection() or psycopg2.connect(self._dsn)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def putconn(self, conn: psycopg2.extensions.connection, *, broken: bool = False) -> None:
+        """Take back a connection from `getconn`; `broken` when it saw a connectivity error (it is dropped)."""
+        try:
+            if broken or not _reset_for_reuse(conn):
+                _close_quietly(conn)
+                return
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(conn)
+                    return
+            _close_quietly(conn)  # the pool was closed while the connection was out
+        finally:
+            self._slots.release()
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called (named as on psycopg2's pools)."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the idle connections now; those in use are closed when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+    def _reusable_idle_connection(self) -> psycopg2.extensions.connection | None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise psycopg2.pool.PoolError("connection pool is closed")
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if _still_connected(conn):
+                return conn
+            _close_quietly(conn)  # its server went away while it was idle (a restart, pg_terminate_backend)
+
+
+def _still_connected(conn: psycopg2.extensions.connection) -> bool:
+    """False for an idle connection the server has hung up on: it is closed, or its socket has something to
+    read (the server's FATAL goodbye, or end of file). An idle session is sent nothing else, as the kit never
+    LISTENs; checking costs no round trip."""
+    if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
+
+
+def _reset_for_reuse(conn: psycopg2.extensions.connection) -> bool:
+    """Roll back what the borrower left open; False when the connection cannot be reused."""
+    if conn.closed:
+        return False
+    status = conn.info.transaction_status
+    if status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return True
+    if status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:  # the server connection was lost
+        return False
+    try:
+        conn.rollback()
+    except psycopg2.Error:
+        return False
+    return conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
+def _close_quietly(conn: psycopg2.extensions.connection) -> None:
+    try:
+        conn.close()
+    except psycopg2.Error:
+        pass  # already unusable; dropping it is all that was wanted
+
+
 class Database:
-    """A thread-safe pool whose callers wait (bounded) for a free connection instead of failing."""
+    """A thread-safe pool of warm connections whose callers wait (bounded) for a free one instead of failing."""
 
     def __init__(
         self,
@@ -64,31 +176,25 @@ class Database:
             keepalives=1,
             keepalives_idle=30,
         )
-        self._pool = psycopg2.pool.ThreadedConnectionPool(0, pool_size, self._dsn)
-        self._slots = threading.BoundedSemaphore(pool_size)
-        self._acquire_timeout = acquire_timeout
+        # Opens nothing yet: a service starts (and reports not ready) while PostgreSQL is down.
+        self._pool = ConnectionPool(self._dsn, pool_size, acquire_timeout=acquire_timeout)
         self.description = describe_dsn(self._dsn)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
-        if not self._slots.acquire(timeout=self._acquire_timeout):
-            raise Unavailable("database connection pool exhausted", retry_after=1)
-        conn = None
+        try:
+            conn = self._pool.getconn()
+        except _CONNECTIVITY_ERRORS as exc:
+            raise Unavailable("database unavailable") from exc
         broken = False
         try:
-            try:
-                conn = self._pool.getconn()
-            except _CONNECTIVITY_ERRORS as exc:
-                raise Unavailable("database unavailable") from exc
             yield conn
         except _CONNECTIVITY_ERRORS as exc:
             broken = True
             raise Unavailable("database unavailable") from exc
         finally:
-            if conn is not None:
-                # A connection that saw a connectivity error (e.g. after a server restart) is dropped.
-                self._pool.putconn(conn, close=broken or bool(conn.closed))
-            self._slots.release()
+            # A connection that saw a connectivity error (e.g. after a server restart) is dropped, not reused.
+            self._pool.putconn(conn, broken=broken)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
@@ -110,7 +216,7 @@ class Database:
         return {"database": self.description}
 
     def close(self) -> None:
-        self._pool.closeall()
+        self._pool.close()
 
 
 def apply_migrations(

@@ -4,6 +4,7 @@ consumed events it claims (rows of processed_events) commit together or not at a
 from __future__ import annotations
 
 import abc
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -15,6 +16,10 @@ from ...contracts.events import Event
 from ..core.unit_of_work import UnitOfWork
 from ..observability.context import event_headers
 
+# The cursors (one per transaction) that wrote outbox rows, so whoever committed the transaction knows whether
+# the relay has anything new to publish. Weak: an entry goes with its cursor.
+_cursors_with_events: weakref.WeakSet[psycopg2.extensions.cursor] = weakref.WeakSet()
+
 
 def record_event(cursor: psycopg2.extensions.cursor, event: Event) -> None:
     """Write `event` to the outbox in the caller's transaction: it is published if, and only if,
@@ -24,6 +29,12 @@ def record_event(cursor: psycopg2.extensions.cursor, event: Event) -> None:
         "INSERT INTO outbox (event_id, subject, payload, headers) VALUES (%s, %s, %s, %s)",
         (event.event_id, event.subject, Json(event.payload()), Json(headers)),
     )
+    _cursors_with_events.add(cursor)
+
+
+def recorded_events(cursor: psycopg2.extensions.cursor) -> bool:
+    """Whether `record_event` wrote an event on `cursor`: after a commit, whether the outbox relay has news."""
+    return cursor in _cursors_with_events
 
 
 def claim_event(cursor: psycopg2.extensions.cursor, consumer: str, event_id: str) -> bool:

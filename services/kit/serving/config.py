@@ -174,9 +174,9 @@ class PostgresSettings(BaseSettings):
     database_password: SecretStr | None = Field(None, description=(
         "Password for the database. If set, it replaces any password in `DATABASE_URL`."))
     db_pool_size: int = Field(10, ge=1, le=200, description=(
-        "Connections per **worker process**. A replica can open up to `WEB_WORKERS × DB_POOL_SIZE` connections, "
-        "plus one while migrating. A request that finds no free connection within 5 s gets `503 unavailable` "
-        "(`Retry-After: 1`)."))
+        "Connections per **worker process**, opened when first needed and then kept open for reuse. A replica can "
+        "hold up to `WEB_WORKERS × DB_POOL_SIZE` connections, plus one while migrating. A request that finds no free "
+        "connection within 5 s gets `503 unavailable` (`Retry-After: 1`)."))
     db_connect_timeout: float = Field(3.0, gt=0, description=(
         "libpq connect timeout. It is truncated to whole seconds, with a minimum of 1."))
     db_statement_timeout_ms: int = Field(5000, ge=100, description=(
@@ -207,8 +207,7 @@ class RedisSettings(BaseSettings):
     redis_url: RedisUrl = Field(description=(
         "The Redis server, a `redis://` or `rediss://` (TLS) URL, e.g. `redis://redis:6379/0`."))
     redis_password: SecretStr | None = Field(None, description=(
-        "Password for Redis, used when `REDIS_URL` holds none (a password in the URL wins). The API gateway's rate "
-        "limiter connects with `REDIS_URL` alone and does not use it."))
+        "Password for Redis, used when `REDIS_URL` holds none (a password in the URL wins)."))
     redis_timeout: float = Field(2.0, gt=0, description=(
         "Timeout for connecting to Redis and for each command."))
 

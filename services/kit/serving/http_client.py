@@ -1,11 +1,25 @@
 """Outgoing HTTP for internal calls: timeouts always, retries only for idempotent methods, and the
-request id and caller identity on every call."""
+request id and caller identity on every call.
+
+Pooled keep-alive connections: the services' gunicorn closes a connection after it has been idle for its
+keep-alive (5 s, kit/serving/gunicorn.py). A client that reuses such a connection just as the server closes it
+gets no answer, although the server never read the request. So a connection idle for longer than
+IDLE_CONNECTION_LIMIT_S is not reused (the client decides, well before the server closes it), and a request
+whose reused connection was closed before any answer arrived (a server restart, a keep-alive shorter than we
+think) is sent once more on a fresh connection, whatever its method. Any other failure keeps the usual rules:
+retried only for idempotent methods."""
 from __future__ import annotations
 
+import functools
+import threading
+import time
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ProtocolError
 from urllib3.util.retry import Retry
 
 from ..core.errors import Unavailable
@@ -16,6 +30,120 @@ from .callers import CALLER_TOKEN_HEADER
 log = get_logger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Well below the servers' keep-alive (gunicorn.py), so our side always gives up an idle connection first.
+IDLE_CONNECTION_LIMIT_S = 2.0
+
+
+class ClosedBeforeAnswering(ConnectionResetError):
+    """A reused keep-alive connection was closed by the server before any byte of an answer arrived."""
+
+
+class _ReuseAware:
+    """A connection that knows whether it is being reused, and since when it has been idle in the pool."""
+
+    answered_on_this_socket = False
+    idle_since: float | None = None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.answered_on_this_socket = False
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        self.answered_on_this_socket, self.idle_since = False, None
+
+    def getresponse(self) -> Any:
+        reused = self.answered_on_this_socket  # read first: http.client closes the connection when this fails
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        except ConnectionResetError as error:  # http.client.RemoteDisconnected is one too
+            if reused:
+                raise ClosedBeforeAnswering(str(error)) from error
+            raise
+        self.answered_on_this_socket = True
+        return response
+
+
+class _HTTPConnection(_ReuseAware, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ReuseAware, HTTPSConnection):
+    pass
+
+
+class _ReuseAwarePool:
+    """Does not hand out a connection idle for longer than `max_idle_s`, nor a pooled one for the resend after a
+    reused connection was closed (the other pooled ones may be just as stale)."""
+
+    def __init__(self, *args: Any, max_idle_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_idle_s = max_idle_s
+        self._resending = threading.local()  # the resend happens in the thread of the failed attempt
+
+    def resend_on_fresh_connection(self) -> None:
+        self._resending.active = True
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        resending, self._resending.active = getattr(self._resending, "active", False), False
+        idle_since = getattr(conn, "idle_since", None)
+        if resending or (idle_since is not None and time.monotonic() - idle_since > self.max_idle_s):
+            conn.close()  # reconnects when used
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn.idle_since = time.monotonic()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _HTTPPool(_ReuseAwarePool, HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(_ReuseAwarePool, HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Retry(Retry):
+    """urllib3's Retry, plus one resend of a request whose reused connection was closed before answering: the
+    server never processed it, so this is safe for any method and does not use up the retries."""
+
+    def __init__(self, *args: Any, resent_after_closed_connection: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resent_after_closed_connection = resent_after_closed_connection
+
+    def new(self, **kwargs: Any) -> _Retry:
+        kwargs.setdefault("resent_after_closed_connection", self.resent_after_closed_connection)
+        return super().new(**kwargs)
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> _Retry:
+        if (not self.resent_after_closed_connection and isinstance(error, ProtocolError)
+                and any(isinstance(arg, ClosedBeforeAnswering) for arg in error.args)
+                and isinstance(_pool, _ReuseAwarePool)):
+            log.info("resending_after_closed_connection", method=method, url=url)
+            _pool.resend_on_fresh_connection()
+            return self.new(resent_after_closed_connection=True)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+class _ReuseAwareAdapter(HTTPAdapter):
+    def __init__(self, *, max_idle_s: float, **kwargs: Any) -> None:
+        self._pool_classes = {"http": functools.partial(_HTTPPool, max_idle_s=max_idle_s),
+                              "https": functools.partial(_HTTPSPool, max_idle_s=max_idle_s)}
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, PoolManager):
+            manager.pool_classes_by_scheme = self._pool_classes
+        return manager
 
 
 class ServiceClient:
@@ -28,11 +156,12 @@ class ServiceClient:
         read_timeout: float = 5.0,
         retries: int = 2,
         retry_methods: frozenset[str] = IDEMPOTENT_METHODS,
+        max_idle_s: float = IDLE_CONNECTION_LIMIT_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout = (connect_timeout, read_timeout)
         self._session = requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -43,7 +172,7 @@ class ServiceClient:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=32)
+        adapter = _ReuseAwareAdapter(max_retries=retry, pool_maxsize=32, max_idle_s=max_idle_s)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         if caller_token:

@@ -22,6 +22,7 @@ from ..messaging.outbox import OutboxRelay
 from ..observability.health import Check, Health
 from ..observability.logs import get_logger
 from ..postgres.db import KIT_MIGRATIONS, Database
+from ..postgres.unit_of_work import recorded_events
 from .callers import CallerAuthenticator
 from .config import BaseServiceSettings, NatsSettings, PostgresSettings, RedisSettings
 
@@ -164,12 +165,13 @@ class ServiceRuntime:
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A database transaction; if it commits, the outbox relay is woken to publish its events."""
+        """A database transaction; if it commits having written events, the outbox relay is woken to publish
+        them. Reads and writes without events leave the relay alone (its poll is the safety net)."""
         if self.db is None:
             raise RuntimeError(f"{self.name} has no database")
         with self.db.transaction() as cursor:
             yield cursor
-        if self.outbox is not None:
+        if self.outbox is not None and recorded_events(cursor):
             self.outbox.notify()
 
     # --- lifecycle ------------------------------------------------------------------------
