@@ -67,9 +67,12 @@ class PostgresLinkRepository(LinkRepository):
         self._cursor.execute("DELETE FROM links WHERE id = %s", (link.id,))
 
     def list(self, username: str, link_filter: LinkFilter, after_id: int | None, limit: int) -> list[Link]:
-        # Regular expressions are evaluated by PostgreSQL (POSIX ARE); the page walks the
-        # (username, id DESC) index, so a user's page never scans other users' rows.
-        conditions = ["username = %s"]
+        # Regular expressions are evaluated by PostgreSQL (POSIX ARE). The page must walk links_user_page_idx
+        # (username, id DESC) so that it never reads other users' rows. Given `username = %s`, the planner drops
+        # username from the ORDER BY as a constant and may walk links_pkey backwards instead, filtering on
+        # username: through every newer row when the user's links are old. With ANY and the index's whole key as
+        # the order, only links_user_page_idx yields the order without a sort (tests/link/test_query_plan.py).
+        conditions = ["username = ANY(ARRAY[%s])"]
         params: list[Any] = [username]
         if after_id is not None:
             conditions.append("id < %s")
@@ -86,7 +89,8 @@ class PostgresLinkRepository(LinkRepository):
         self._cursor.execute("SAVEPOINT list_links")
         try:
             self._cursor.execute(
-                f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT %s", params
+                f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY username, id DESC LIMIT %s",
+                params,
             )
         except psycopg2.errors.QueryCanceled:
             patterns = link_filter.patterns()

@@ -51,8 +51,13 @@ class PostgresFollowRepository(FollowRepository, KnownUsers):
         return _follow_from_row(row) if row else None
 
     def list(self, username: str, direction: Direction, after_id: int | None, limit: int) -> list[Follow]:
-        # The page walks the (column, id DESC) index: one user's page never scans other users' edges.
-        conditions = [f"{_LIST_COLUMN[direction]} = %s"]
+        # The page must walk the (column, id DESC) index so that it never reads other users' edges. Given
+        # `column = %s`, the planner drops the column from the ORDER BY as a constant and may walk follows_pkey
+        # backwards instead, filtering on the user: through every newer edge when the user's edges are old. With
+        # ANY and the index's whole key as the order, only that index yields the order without a sort
+        # (tests/social_graph/test_query_plan.py).
+        column = _LIST_COLUMN[direction]
+        conditions = [f"{column} = ANY(ARRAY[%s])"]
         params: list[Any] = [username]
         if after_id is not None:
             conditions.append("id < %s")
@@ -60,7 +65,7 @@ class PostgresFollowRepository(FollowRepository, KnownUsers):
         params.append(limit)
         self._cursor.execute(
             f"SELECT id, follower, followed, created_at FROM follows WHERE {' AND '.join(conditions)} "
-            "ORDER BY id DESC LIMIT %s",
+            f"ORDER BY {column}, id DESC LIMIT %s",
             params,
         )
         return [_follow_from_row(row) for row in self._cursor.fetchall()]
