@@ -1,0 +1,251 @@
+"""The benchmark's results: each figure of ours beside its floor and its targets, as one table for the
+terminal and for docs/performance.md (between markers, so a rerun replaces the results and keeps the prose),
+with the machine they were measured on."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BEGIN = "<!-- bench results: written by `python -m bench`; do not edit by hand -->"
+END = "<!-- end of bench results -->"
+
+LATENCY = "latency"  # a figure read by its p50 and p99
+RATE = "rate"  # a figure read by its achieved rate (closed-loop maximum)
+VALUE = "value"  # a figure that is one number (seconds, MB)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measurement: of ours or of a floor."""
+
+    name: str
+    headline: str  # LATENCY, RATE or VALUE
+    offered: float | None = None  # requests per second; None: closed loop or not a load
+    achieved: float | None = None  # requests per second
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int | None = None
+    value: float | None = None
+    unit: str = ""
+    note: str = ""
+
+    def numbers(self) -> list[float]:
+        """The numbers this figure reports (what every row must have)."""
+        candidates = {LATENCY: (self.p50_ms, self.p99_ms), RATE: (self.achieved,), VALUE: (self.value,)}
+        return [number for number in candidates[self.headline] if number is not None]
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    passed: bool | None  # None: could not be judged (not measured)
+
+
+@dataclass
+class Row:
+    ours: Figure
+    floor: Figure | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    def ratio(self) -> str:
+        """Ours over the floor, in the figure's headline numbers ("3.1x / 2.4x" for p50 / p99)."""
+        if self.floor is None:
+            return "-"
+        ours, floor = self.ours, self.floor
+        if ours.headline == LATENCY:
+            return f"{_ratio(ours.p50_ms, floor.p50_ms)} / {_ratio(ours.p99_ms, floor.p99_ms)}"
+        if ours.headline == RATE:
+            return _ratio(ours.achieved, floor.achieved)
+        return _ratio(ours.value, floor.value)
+
+    def result(self) -> str:
+        if not self.checks:
+            return ""
+        if any(check.passed is None for check in self.checks):
+            return "n/a"
+        return "pass" if all(check.passed for check in self.checks) else "FAIL"
+
+
+def _ratio(ours: float | None, floor: float | None) -> str:
+    if ours is None or floor is None or not floor or math.isnan(ours) or math.isnan(floor):
+        return "-"
+    return f"{ours / floor:.2f}x"
+
+
+def _number(value: float | None, decimals: int = 1) -> str:
+    if value is None:
+        return ""
+    if math.isnan(value):
+        return "nan"
+    # Thousands separated: a large count or rate never reads like a port number in the docs.
+    return f"{value:,.{decimals}f}" if abs(value) >= 1000 else f"{value:.{decimals}f}"
+
+
+def _rate(figure: Figure) -> str:
+    if figure.offered is None and figure.achieved is None:
+        return ""
+    offered = f"{_number(figure.offered, 0)}/s" if figure.offered is not None else "max"
+    return f"{offered} -> {_number(figure.achieved)}/s" if figure.achieved is not None else offered
+
+
+def _value(figure: Figure) -> str:
+    if figure.value is None:
+        return figure.note
+    text = f"{_number(figure.value, 3 if figure.unit == 's' else 1)} {figure.unit}".strip()
+    return f"{text} ({figure.note})" if figure.note else text
+
+
+def _figure_cells(figure: Figure) -> list[str]:
+    return [figure.name, _rate(figure), _number(figure.p50_ms, 2), _number(figure.p99_ms, 2),
+            "" if figure.errors is None else _number(figure.errors, 0), _value(figure)]
+
+
+FIGURE_HEADER = ["figure", "offered -> achieved", "p50 ms", "p99 ms", "errors", "value"]
+ROW_HEADER = [*FIGURE_HEADER, "floor", "x floor", "target", "result"]
+
+
+def row_cells(row: Row) -> list[str]:
+    targets = "; ".join(check.target for check in row.checks)
+    return [*_figure_cells(row.ours), row.floor.name if row.floor else "-", row.ratio(), targets, row.result()]
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(cells) for cells in rows)])
+
+
+# --------------------------------------------------------------------------------------
+# The machine
+
+
+def machine() -> dict[str, str]:
+    model = platform.processor() or platform.machine()
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                model = text.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    physical = psutil.cpu_count(logical=False)
+    return {
+        "CPU": model,
+        "cores": f"{os.cpu_count()} logical" + (f", {physical} physical" if physical else ""),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "OS": _os_name(),
+        "load average at start": " ".join(f"{load:.2f}" for load in os.getloadavg()),
+        "commit": _commit(),
+    }
+
+
+def _os_name() -> str:
+    try:
+        for text in Path("/etc/os-release").read_text().splitlines():
+            if text.startswith("PRETTY_NAME="):
+                return f"{text.split('=', 1)[1].strip(chr(34))}, {platform.system()} {platform.release()}"
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def _commit() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{' with uncommitted changes' if changed else ''}" if commit else "unknown"
+
+
+# --------------------------------------------------------------------------------------
+# The whole report
+
+
+@dataclass
+class Report:
+    command: str
+    machine: dict[str, str]
+    rows: list[Row] = field(default_factory=list)
+    floors: list[Figure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    loads: list[dict[str, Any]] = field(default_factory=list)  # every load phase in full, for --json
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    duration_seconds: float = 0.0
+
+    def text(self) -> str:
+        parts = [text_table(ROW_HEADER, [row_cells(row) for row in self.rows]), "",
+                 "floors:", text_table(FIGURE_HEADER, [_figure_cells(floor) for floor in self.floors])]
+        passed = sum(row.result() == "pass" for row in self.rows)
+        judged = sum(row.result() in ("pass", "FAIL") for row in self.rows)
+        parts += ["", f"targets: {passed} of {judged} rows pass"]
+        parts += [f"skipped: {reason}" for reason in self.skipped]
+        parts += [f"note: {note}" for note in self.notes]
+        return "\n".join(parts)
+
+    def markdown(self, chart_name: str | None) -> str:
+        passed = sum(row.result() == "pass" for row in self.rows)
+        judged = sum(row.result() in ("pass", "FAIL") for row in self.rows)
+        parts = [
+            f"Measured {self.started:%Y-%m-%d %H:%M} UTC by `{self.command}` in {self.duration_seconds / 60:.1f} "
+            f"minutes; {passed} of {judged} rows meet their targets.",
+            "",
+            markdown_table(["machine", ""], [[name, value] for name, value in self.machine.items()]),
+            "",
+            markdown_table(ROW_HEADER, [row_cells(row) for row in self.rows]),
+            "",
+            "Floors, driven the same way:",
+            "",
+            markdown_table(FIGURE_HEADER, [_figure_cells(floor) for floor in self.floors]),
+        ]
+        if self.skipped or self.notes:
+            parts += ["", *(f"- skipped: {reason}" for reason in self.skipped), *(f"- {note}" for note in self.notes)]
+        if chart_name:
+            parts += ["", f"![latency against offered rate]({chart_name})"]
+        return "\n".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command, "machine": self.machine, "started": self.started.isoformat(),
+            "duration_seconds": self.duration_seconds, "skipped": self.skipped, "notes": self.notes,
+            "rows": [{"ours": _figure_json(row.ours), "floor": _figure_json(row.floor) if row.floor else None,
+                      "ratio": row.ratio(), "checks": [asdict(check) for check in row.checks],
+                      "result": row.result()} for row in self.rows],
+            "floors": [_figure_json(floor) for floor in self.floors],
+            "loads": self.loads,
+        }
+
+
+def _figure_json(figure: Figure) -> dict[str, Any]:
+    return {**asdict(figure), "numbers_reported": figure.numbers()}
+
+
+def replace_results(document: str, results: str) -> str:
+    """`document` with the text between BEGIN and END replaced by `results` (the rest kept as written)."""
+    if document.count(BEGIN) != 1 or document.count(END) != 1 or document.index(BEGIN) > document.index(END):
+        raise ValueError("the document must hold the results markers once each, in order")
+    head, rest = document.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{results.strip()}\n{END}{tail}"
