@@ -9,31 +9,9 @@ import pytest
 from delinkcious.api_gateway.app import DEFINITION
 from delinkcious.api_gateway.downstream import BreakerOpen, CircuitBreaker, DownstreamError, RestDependency
 
-from tests.support.stand_in import StandInService
-
 
 class Failed(Exception):
     pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def internal():
-    service = StandInService()
-    yield service
-    service.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

@@ -16,13 +16,6 @@ TOKEN = "dlk_test-token"
 
 
 @pytest.fixture
-def internal():
-    service = StandInService()
-    yield service
-    service.stop()
-
-
-@pytest.fixture
 def gateway(service_environment, internal):
     def start(**overrides):
         settings = {

@@ -21,25 +21,12 @@ TTL = 5.0
 CALLERS = 8
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def users():
     service = StandInService()
     service.answer(*VERIFY, 200, {"user": {"username": "ann"}, "token": {}})
     yield service
     service.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
