@@ -5,8 +5,8 @@
     python -m bench.bare grpc-echo --port P             a unary gRPC method answering its request's bytes
 
 The Flask apps run under the kit's own gunicorn application class (`ServiceApplication`) with the kit's
-default settings, so gthread, workers, threads, keep-alive and timeouts are the services' and follow them when
-they change. The gRPC server has the thread pool and concurrency bound of the kit's GrpcServer at the
+settings read from the environment as the services read theirs, so gthread, workers, threads, keep-alive and
+timeouts are the services' (WEB_WORKERS=1 for the run gives both one worker) and follow them when they change. The gRPC server has the thread pool and concurrency bound of the kit's GrpcServer at the
 GrpcSettings defaults, without its interceptors, health and reflection.
 """
 
@@ -23,21 +23,12 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
-class _KitDefaults:
-    """The kit's default service settings (BaseServiceSettings), on our own port and without an admin port."""
+def _kit_settings(port: int) -> Any:
+    """The services' own gunicorn settings (BaseServiceSettings, from this environment like theirs: a run with
+    WEB_WORKERS=1 gives the floors one worker too), on our own port and without an admin port."""
+    from delinkcious.kit.serving.config import BaseServiceSettings
 
-    def __init__(self, port: int) -> None:
-        self.host = HOST
-        self.port = port
-        self.admin_port = None
-
-    def __getattr__(self, name: str) -> Any:
-        from delinkcious.kit.serving.config import BaseServiceSettings
-
-        try:
-            return BaseServiceSettings.model_fields[name].default
-        except KeyError:
-            raise AttributeError(name) from None
+    return BaseServiceSettings(service_name="bench", host=HOST, port=port, admin_port=None)
 
 
 def hello_app() -> Any:
@@ -77,7 +68,7 @@ def serve_under_kit_gunicorn(app: Any, name: str, port: int) -> None:
         def load(self) -> Any:
             return app
 
-    BareApplication(SimpleNamespace(name=f"bench-{name}"), _KitDefaults(port)).run()
+    BareApplication(SimpleNamespace(name=f"bench-{name}"), _kit_settings(port)).run()
 
 
 def serve_grpc_echo(port: int) -> None:
