@@ -66,6 +66,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     client_cpu_percent: float  # the locust process's CPU over the phase (100 = one core: the client was the limit)
+    client_cpu_seconds: float  # its user+system CPU seconds, start-up and warm-up included
+    answered_in_all: int = 0  # every request answered, warm-up and stop included (what CPU per request divides by)
     late_sends: int = 0  # sends that went out over 10 ms behind their schedule (a slow answer, or a busy client)
     skipped_sends: int = 0  # sends a user dropped because it fell more than its interval behind
     failure_kinds: dict[str, int] = field(default_factory=dict)
@@ -114,11 +116,12 @@ def run_load(load: Load, work_dir: Path) -> LoadResult:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0 or not samples_file.exists():
         raise LoadFailed(f"locust failed for {load.name} (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
-    client_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / run_time * 100
-    return _result(load, csv_prefix, json.loads(samples_file.read_text()), client_cpu)
+    client_cpu_seconds = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return _result(load, csv_prefix, json.loads(samples_file.read_text()), client_cpu_seconds, run_time)
 
 
-def _result(load: Load, csv_prefix: Path, samples: dict[str, Any], client_cpu: float) -> LoadResult:
+def _result(load: Load, csv_prefix: Path, samples: dict[str, Any], client_cpu_seconds: float,
+            run_time: float) -> LoadResult:
     """Every figure from our per-request samples (the requests sent in the measuring window; the achieved rate
     is how many of them there were per second): locust's CSV is a snapshot written once a second (up to a
     second stale at the end), its Requests/s divides by whole seconds and its percentiles are whole
@@ -131,7 +134,8 @@ def _result(load: Load, csv_prefix: Path, samples: dict[str, Any], client_cpu: f
     return LoadResult(
         name=load.name, offered_rate=load.offered_rate, users=load.users, seconds=load.seconds, requests=requests,
         failures=failures, achieved_rate=requests / window if window else 0.0, p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99), client_cpu_percent=client_cpu,
+        p99_ms=percentile(latencies, 99), client_cpu_percent=client_cpu_seconds / run_time * 100,
+        client_cpu_seconds=client_cpu_seconds, answered_in_all=int(samples.get("answered_in_all", requests)),
         late_sends=int(samples.get("late_sends", 0)), skipped_sends=int(samples.get("skipped_sends", 0)),
         failure_kinds=samples.get("failure_kinds", {}),
         locust_csv_requests=int(aggregated["Request Count"]) if aggregated else None,

@@ -35,6 +35,7 @@ _window: dict[str, float] = {}  # wall-clock time when measuring started (all us
 _requests: list[tuple[float, float, str | None]] = []  # start time, latency in ms, failure kind (None: success)
 _skipped_sends = 0
 _late_sends = 0
+_answered_in_all = 0  # every request answered, warm-up included: what the system did for the CPU it used
 LATE_SECONDS = 0.01  # a send this much behind its schedule counts as late (a timer's jitter is less)
 
 
@@ -102,6 +103,8 @@ def _stop_measuring(**kwargs: Any) -> None:
 @events.request.add_listener
 def _record(response_time: float, exception: BaseException | None, start_time: float | None = None,
             **kwargs: Any) -> None:
+    global _answered_in_all
+    _answered_in_all += 1
     if "started" in _window:  # which requests count is decided by their start time, at the end
         started = start_time if start_time is not None else time.time() - response_time / 1000
         _requests.append((started, response_time, None if exception is None else _failure_kind(exception)))
@@ -127,7 +130,7 @@ def _write_samples(**kwargs: Any) -> None:
     Path(CONFIG["samples_file"]).write_text(json.dumps({
         "latencies_ms": [latency for latency, failure in measured if failure is None],
         "failures": sum(failure_kinds.values()), "failure_kinds": failure_kinds, "skipped_sends": _skipped_sends,
-        "late_sends": _late_sends,
+        "late_sends": _late_sends, "answered_in_all": _answered_in_all,
         "window_seconds": max(0.0, stopped - started) if "started" in _window else 0.0,
     }))
 

@@ -1,6 +1,6 @@
-"""The benchmark's results: each figure of ours beside its floor and its targets, as one table for the
-terminal and for docs/performance.md (between markers, so a rerun replaces the results and keeps the prose),
-with the machine they were measured on."""
+"""The benchmark's results: each figure of ours beside its floor and its targets, and the CPU each request
+cost, as tables for the terminal and for docs/performance.md (between markers, so a rerun replaces the
+results and keeps the prose), with the machine they were measured on."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ END = "<!-- end of bench results -->"
 LATENCY = "latency"  # a figure read by its p50 and p99
 RATE = "rate"  # a figure read by its achieved rate (closed-loop maximum)
 VALUE = "value"  # a figure that is one number (seconds, MB)
+
+CPU_TITLE = ("CPU per request, ms, by process group (from the start of the phase until the system was quiet "
+             "again)")
+CPU_CAVEAT = ("The whole phase's CPU, warm-up included, over every request answered in it, warm-up included; "
+              "locust's own start-up is in the load generator's row.")
+CPU_SORTED_BY = "POST /v1/links"  # the phase that sets off the most work after its answer
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,31 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["---"] * len(header)), *(line(cells) for cells in rows)])
 
 
+def cpu_header(cpu_per_request: dict[str, dict[str, float]]) -> list[str]:
+    return ["process group", *cpu_per_request]
+
+
+def cpu_rows(cpu_per_request: dict[str, dict[str, float]]) -> list[list[str]]:
+    """One row per process group, the costliest in CPU_SORTED_BY's phase first; then the total and what it
+    means: how many such requests a second this machine's cores could serve if nothing else ran."""
+    phases = list(cpu_per_request)
+    sorted_by = CPU_SORTED_BY if CPU_SORTED_BY in cpu_per_request else phases[0]
+    groups = sorted({group for costs in cpu_per_request.values() for group in costs},
+                    key=lambda group: (-cpu_per_request[sorted_by].get(group, 0.0), group))
+    rows = [[group, *(_number(cpu_per_request[phase].get(group), 2) or "-" for phase in phases)]
+            for group in groups]
+    totals = [cpu_total_ms(cpu_per_request[phase]) for phase in phases]
+    cores = os.cpu_count() or 1
+    rows.append(["total", *(_number(total, 2) for total in totals)])
+    rows.append([f"requests per second {cores} cores could serve at this cost",
+                 *(_number(cores * 1000 / total, 0) if total > 0 else "-" for total in totals)])
+    return rows
+
+
+def cpu_total_ms(costs: dict[str, float]) -> float:
+    return sum(costs.values())
+
+
 # --------------------------------------------------------------------------------------
 # The machine
 
@@ -192,6 +223,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     loads: list[dict[str, Any]] = field(default_factory=list)  # every load phase in full, for --json
+    cpu_per_request: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> process group -> ms
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     duration_seconds: float = 0.0
 
@@ -200,6 +232,9 @@ class Report:
                  "floors:", text_table(FIGURE_HEADER, [_figure_cells(floor) for floor in self.floors])]
         passed = sum(row.result() == "pass" for row in self.rows)
         judged = sum(row.result() in ("pass", "FAIL") for row in self.rows)
+        if self.cpu_per_request:
+            parts += ["", f"{CPU_TITLE}:", text_table(cpu_header(self.cpu_per_request),
+                                                       cpu_rows(self.cpu_per_request)), CPU_CAVEAT]
         parts += ["", f"targets: {passed} of {judged} rows pass"]
         parts += [f"skipped: {reason}" for reason in self.skipped]
         parts += [f"note: {note}" for note in self.notes]
@@ -220,6 +255,10 @@ class Report:
             "",
             markdown_table(FIGURE_HEADER, [_figure_cells(floor) for floor in self.floors]),
         ]
+        if self.cpu_per_request:
+            parts += ["", f"{CPU_TITLE}:", "",
+                      markdown_table(cpu_header(self.cpu_per_request), cpu_rows(self.cpu_per_request)), "",
+                      CPU_CAVEAT]
         if self.skipped or self.notes:
             parts += ["", *(f"- skipped: {reason}" for reason in self.skipped), *(f"- {note}" for note in self.notes)]
         if chart_name:
@@ -235,6 +274,11 @@ class Report:
                       "result": row.result()} for row in self.rows],
             "floors": [_figure_json(floor) for floor in self.floors],
             "loads": self.loads,
+            "cpu_per_request": {
+                "title": CPU_TITLE, "cores": os.cpu_count(),
+                "phases": {phase: {"ms_by_group": costs, "total_ms": cpu_total_ms(costs)}
+                           for phase, costs in self.cpu_per_request.items()},
+            },
         }
 
 

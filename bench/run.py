@@ -3,7 +3,8 @@
 It starts the system with `delinkcious up` (or uses --base-url), logs two users in, gives one of them links
 the other follows, drives the public API at constant offered rates with locust, measures propagation,
 fan-out, reads as the stored data grows, memory and start-up time, measures the floors the same way, prints
-one table of every figure of ours beside its floor and its targets, and writes it to docs/performance.md.
+one table of every figure of ours beside its floor and its targets, and where the machine's CPU went for each
+request of the constant-rate loads, and writes them to docs/performance.md.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ QUICK = Plan(rate_seconds=3, sweep_rates=(100,), sweep_seconds=2, max_seconds=3,
              post_authors=4, propagation_count=5, stored_levels=(2_000, 5_000), reads_per_level=20,
              fanout_followers=200, fanout_runs=2, settle_seconds=3, up_timeout=180)
 QUIET_CPU_PERCENT = 15.0  # the system counts as quiet below this share of one core
+LOAD_GENERATOR = "load generator"  # locust shares the machine's cores with the system
 
 
 def say(text: str) -> None:
@@ -102,6 +104,17 @@ def memory_figure(name: str, memory: Memory) -> Figure:
                   note=f"RSS {memory.rss_mb:.1f} MB, {memory.processes} processes")
 
 
+def cpu_ms_per_request(before: dict[str, float], after: dict[str, float],
+                       result: load.LoadResult) -> dict[str, float]:
+    """The CPU milliseconds each process group (and the load generator) spent per request of `result`, between
+    two readings of LocalSystem.cpu_seconds_by_group: divided by every request answered in the phase, warm-up
+    included, since the CPU readings cover the warm-up too."""
+    spent = {group: seconds - before.get(group, 0.0) for group, seconds in after.items()}
+    spent[LOAD_GENERATOR] = result.client_cpu_seconds
+    answered = result.answered_in_all or result.requests
+    return {group: seconds * 1000 / answered for group, seconds in spent.items()}
+
+
 def rate_checks(figure: Figure, p99_ms: float, rate: float) -> list[Check]:
     held = figure.achieved is not None and figure.achieved >= rate * HELD_RATE_SHARE
     return [Check(f"p99 < {p99_ms:g} ms", figure.p99_ms is not None and figure.p99_ms < p99_ms),
@@ -123,6 +136,7 @@ class Benchmark:
         self.loads: dict[str, load.LoadResult] = {}
         self.idle_memory: dict[str, Memory] = {}
         self.loaded_memory: dict[str, Memory] = {}
+        self.cpu_per_request: dict[str, dict[str, float]] = {}  # figure name -> process group -> CPU ms per request
         self.stored_reads: list[tuple[Figure, Figure]] = []  # (GET /v1/links, GET /v1/news) at each stored size
         self.started = ExitStack()  # what close() stops, last started first
         self.author: api.User | None = None  # saves links; the reader follows them
@@ -157,7 +171,8 @@ class Benchmark:
         if self.system is None:
             self.report.skipped += [
                 "`up` time to ready and memory (the system was not started here)",
-                "reads as the stored data grows (needs the link service's database and the news service's Redis)"]
+                "reads as the stored data grows (needs the link service's database and the news service's Redis)",
+                "CPU per request by process group (needs the system's processes)"]
         else:
             self.phase("start the system with `delinkcious up`", self.start_system)
             if self.system.ready_seconds is None:
@@ -272,7 +287,7 @@ class Benchmark:
         plan = self.plan
         front, hello, echo = self.bare["front"].url, self.bare["hello"].url, self.bare["grpc-echo"]
         reads = {"path": "/v1/links", "tokens": [self.author.token]}
-        pairs: list[tuple[load.Load, load.Load | None]] = [
+        at_target_rates: list[tuple[load.Load, load.Load | None]] = [
             (load.Load("GET /v1/links", "ApiGet", self.base_url, LINKS_READ_RATE, plan.rate_seconds, settings=reads),
              load.Load("two Flask hops", "ApiGet", front, LINKS_READ_RATE, plan.rate_seconds,
                        settings={"path": "/"})),
@@ -283,6 +298,10 @@ class Benchmark:
                        settings={"path": "/v1/news", "tokens": [self.reader.token]}),
              load.Load("gRPC echo", "GrpcEcho", f"http://{echo.address}", NEWS_READ_RATE, plan.rate_seconds,
                        settings={"grpc_target": echo.address})),
+        ]
+        cpu_measured = [ours for ours, _ in at_target_rates]
+        pairs: list[tuple[load.Load, load.Load | None]] = [
+            *at_target_rates,
             *((load.Load("GET /v1/links", "ApiGet", self.base_url, rate, plan.sweep_seconds, settings=reads),
                load.Load("two Flask hops", "ApiGet", front, rate, plan.sweep_seconds, settings={"path": "/"}))
               for rate in plan.sweep_rates),
@@ -298,6 +317,8 @@ class Benchmark:
                 if phase is None:
                     continue
                 self.settle()
+                measure_cpu = self.system is not None and any(phase is measured for measured in cpu_measured)
+                cpu_before = self.system.cpu_seconds_by_group() if measure_cpu else {}
                 try:
                     result = load.run_load(phase, self.work_dir)
                 except Exception as error:  # the other loads still run
@@ -308,8 +329,23 @@ class Benchmark:
                 say(f"   {result.summary}")
                 if phase is ours and phase.host == self.base_url and self.system is not None:
                     self._sample_loaded_memory()
+                if measure_cpu:
+                    self._measure_cpu_per_request(cpu_before, result)
         self.figures["hello loaded"] = memory_figure("gunicorn+Flask hello, after its closed loop",
                                                      self.bare["hello"].memory())
+
+    def _measure_cpu_per_request(self, before: dict[str, float], result: load.LoadResult) -> None:
+        """After a load: wait until what its requests set off (outbox relay, link checks, news fan-out) is done,
+        so that work counts too, then read the CPU again."""
+        assert self.system is not None
+        self.settle()
+        after = self.system.cpu_seconds_by_group()
+        if not result.requests:
+            self.report.notes.append(f"no CPU per request of {result.name}: no request was measured")
+            return
+        self.cpu_per_request[result.name] = cpu_ms_per_request(before, after, result)
+        total = sum(self.cpu_per_request[result.name].values())
+        say(f"   CPU per request: {total:.2f} ms in all")
 
     def _insert_floor(self, rate: float, seconds: float) -> load.Load | None:
         if self.system is None:
@@ -483,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     report.rows = benchmark.rows()
     report.floors = benchmark.floor_figures()
     report.loads = [asdict(result) for result in benchmark.loads.values()]
+    report.cpu_per_request = benchmark.cpu_per_request
     report.notes += [f"phase failed: {failure}" for failure in benchmark.failed_phases]
     say("\n" + report.text())
     if arguments.json:

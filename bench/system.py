@@ -1,6 +1,6 @@
 """The system under test: `delinkcious up` in a temporary data directory on free ports, with the
 gateway's rate limits raised for the benchmark; and what only local access can measure about it
-(its services' memory, whether it has gone quiet, where its databases are)."""
+(its services' memory and CPU time, whether it has gone quiet, where its databases are)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ RAISED_RATE_LIMITS = {
     "API_GATEWAY__RATE_LIMIT_PER_ADDRESS": "10000000/minute",
     "API_GATEWAY__RATE_LIMIT_PER_USER": "10000000/minute",
 }
+UP_GROUP = "up (supervisor)"
+# The servers `up` starts, by the name of the process that leads each one's process group.
+SERVER_GROUPS = {"postgres": "postgres", "nats-server": "nats", "redis-server": "redis"}
+OIDC_EXECUTABLE = "oidc-provider-mock"  # a Python script: its process is named after the interpreter
 
 
 class UpFailed(RuntimeError):
@@ -160,6 +164,37 @@ class LocalSystem:
                 usage[facts.name] = group_memory(leader)
         return usage
 
+    def cpu_seconds_by_group(self) -> dict[str, float]:
+        """User and system CPU seconds so far of every process in up's tree, summed by process group (each
+        service and server runs in a group of its own) and named after the service or server leading it.
+
+        The CPU of children already reaped counts too (in their parent's), so a short-lived process and a
+        worker recycled between two readings are not lost; a process that vanishes mid-read is skipped."""
+        if self._process is None:
+            return {}
+        try:
+            up = psutil.Process(self._process.pid)
+            processes = [up, *up.children(recursive=True)]
+            up_group = os.getpgid(up.pid)  # the benchmark's own group: up is not started in a session of its own
+        except (psutil.Error, ProcessLookupError):
+            return {}
+        service_leaders = {leader: facts.name for facts in SERVICES
+                           if (leader := self.service_leader(facts.name)) is not None}
+        names: dict[int, str] = {up_group: UP_GROUP, **service_leaders}
+        seconds: dict[str, float] = {}
+        for process in processes:
+            try:
+                group = os.getpgid(process.pid)
+                if group not in names:
+                    names[group] = server_group_name(psutil.Process(group))
+                times = process.cpu_times()
+            except (psutil.Error, ProcessLookupError):
+                continue
+            name = names[group]
+            seconds[name] = (seconds.get(name, 0.0) + times.user + times.system + times.children_user
+                             + times.children_system)
+        return seconds
+
     def settle(self, quiet_cpu_percent: float, longest: float) -> float:
         """Wait until the whole system (up, its servers and services) uses less than `quiet_cpu_percent` of one
         core over half a second, at most `longest` seconds: what one phase set off (checks of saved links,
@@ -191,6 +226,16 @@ def group_memory(leader: int) -> Memory:
         rss += info.rss
         count += 1
     return Memory(pss_mb=pss / 2**20, rss_mb=rss / 2**20, processes=count)
+
+
+def server_group_name(leader: psutil.Process) -> str:
+    """A short, stable name of the server whose process group `leader` leads (its process name otherwise)."""
+    name = leader.name()
+    if name in SERVER_GROUPS:
+        return SERVER_GROUPS[name]
+    if any(Path(part).name == OIDC_EXECUTABLE for part in leader.cmdline()[:2]):  # [python, script, ...]
+        return "oidc"
+    return name
 
 
 def wait_until_quiet(processes: Callable[[], list[psutil.Process]], quiet_cpu_percent: float,

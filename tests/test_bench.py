@@ -51,11 +51,19 @@ def test_the_quick_benchmark_reports_every_row_with_numbers(tmp_path: Path) -> N
         assert row["result"] in ("", "pass", "FAIL"), row
     assert len([row for row in report["rows"] if row["checks"]]) >= 9
 
+    cpu = report["cpu_per_request"]
+    assert list(cpu["phases"]) == ["GET /v1/links", "POST /v1/links", "GET /v1/news"], cpu
+    for phase, costs in cpu["phases"].items():
+        assert costs["total_ms"] > 0 and "load generator" in costs["ms_by_group"], (phase, costs)
+    assert {"api-gateway", "link"} <= set(cpu["phases"]["POST /v1/links"]["ms_by_group"]), cpu
+
     written = document.read_text()
     assert "Not yet measured" not in written and "| GET /v1/links |" in written
     assert written.startswith("# Performance") and "## Floors" in written  # the prose is kept
     assert chart.read_text().startswith("<svg") and "GET /v1/links p50" in chart.read_text()
     assert "floors:" in run.stdout and "targets:" in run.stdout
+    assert cpu["title"] in run.stdout and cpu["title"] in written
+    assert "| total |" in written and "cores could serve at this cost" in written
 
 
 def test_a_rerun_replaces_the_results_and_keeps_the_prose() -> None:

@@ -12,6 +12,7 @@ Plain Python on the kit's core: use cases create these events.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -151,14 +152,21 @@ class EventContract:
     @classmethod
     def from_payload(cls: type[ContractT], data: dict[str, Any]) -> ContractT:
         """The payload fields of an envelope's `data`; unknown fields are ignored (newer producers)."""
-        hints = typing.get_type_hints(cls)
         values = {}
-        for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for item, hint in _payload_fields(cls):
             if item.name in data:
-                values[item.name] = _from_wire(data[item.name], hints[item.name], item.name)
+                values[item.name] = _from_wire(data[item.name], hint, item.name)
             elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
                 raise InvalidInput(item.name, "is required")
         return cls(**values)
+
+
+@functools.cache
+def _payload_fields(contract: type[EventContract]) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
+    """Each payload field with its resolved type. Cached: resolving the annotations (typing.get_type_hints)
+    costs more than parsing a whole payload, and every consumed event would pay it."""
+    hints = typing.get_type_hints(contract)
+    return tuple((item, hints[item.name]) for item in dataclasses.fields(contract))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
