@@ -21,6 +21,8 @@ from pathlib import Path
 import psycopg2
 import redis
 import requests
+from delinkcious.news.domain import FeedItem
+from delinkcious.news.store import RedisFeedStore
 
 from bench.api import Timings
 from bench.system import Memory, group_memory
@@ -123,26 +125,23 @@ def nats_publish_and_ack(nats_url: str, count: int) -> Timings:
 
 
 def redis_fanout(redis_url: str, followers: int, runs: int) -> Timings:
-    """What the news service's fan-out writes, without the service: one ZADD and one trim per follower's feed,
-    pipelined in chunks of 1,000 (as RedisFeedStore.add_to_feeds does); keys removed afterwards."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
-    prefix = f"bench:floor:{uuid.uuid4().hex[:8]}"
-    keys = [f"{prefix}:feed:{index}" for index in range(followers)]
+    """The writes of a fan-out alone: an item put in `followers` feeds and each trimmed, by the news store's own
+    add_to_feeds (one server-side script per 1,000 feeds), without what the service does around it (reading
+    the author's followers and when each followed them, the event); keys removed afterwards."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=30, decode_responses=True)
+    store = RedisFeedStore(client)
+    readers = [f"bench-floor-{uuid.uuid4().hex[:8]}-{index}" for index in range(followers)]
     seconds = []
     try:
         for run in range(runs):
-            member = f'{{"at":{run},"author":"floor","title":"Benchmark","url":"https://floor.bench.invalid/{run}"}}'
+            item = FeedItem(event_id=uuid.uuid4().hex, event_type="link_added", author="floor", url=f"https://floor.bench.invalid/{run}", title="Benchmark",
+                            occurred_ms=run)
             started = time.perf_counter()
-            for start in range(0, len(keys), 1000):
-                pipeline = client.pipeline(transaction=False)
-                for key in keys[start:start + 1000]:
-                    pipeline.zadd(key, {member: run})
-                    pipeline.zremrangebyrank(key, 0, -1001)
-                pipeline.execute()
+            store.add_to_feeds(readers, item, 1000)
             seconds.append(time.perf_counter() - started)
     finally:
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start:start + 1000])
+        for start in range(0, len(readers), 1000):
+            client.delete(*(f"news:feed:{reader}" for reader in readers[start:start + 1000]))
         client.close()
     return Timings(seconds, 0)
 

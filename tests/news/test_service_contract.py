@@ -10,7 +10,7 @@ from delinkcious.contracts.events import FOLLOWED, LINK_ADDED, LINK_DELETED, UNF
 from delinkcious.kit.core.errors import InvalidInput
 from delinkcious.news.events import on_follow, on_link_event, on_unfollow
 from delinkcious.news.service import NewsService
-from delinkcious.news.store import InMemoryFeedStore, RedisFeedStore
+from delinkcious.news.store import _FEEDS_PER_SCRIPT_CALL, InMemoryFeedStore, RedisFeedStore
 
 from tests.support.services import unique_username
 
@@ -104,6 +104,23 @@ def test_feeds_are_capped_to_the_newest_items(service, people):
     for index in range(8):
         on_link_event(service, link_event(author, f"https://cap/{index}", T0 + timedelta(seconds=index + 1)))
     assert [url for _, url in feed(service, reader)] == [f"https://cap/{index}" for index in (7, 6, 5, 4, 3)]
+
+
+def test_a_fan_out_larger_than_one_script_call_reaches_and_caps_every_feed(service, people):
+    # RedisFeedStore writes feeds in script calls of _FEEDS_PER_SCRIPT_CALL: cross two chunk boundaries.
+    author, reader, _ = people
+    readers = [f"{reader}-{index}" for index in range(2 * _FEEDS_PER_SCRIPT_CALL + 1)]
+    for follower in readers:
+        on_follow(service, follow_event(follower, author, T0))
+    events = [link_event(author, f"https://fan/{index}", T0 + timedelta(seconds=index + 1)) for index in range(7)]
+    for event in events:
+        assert on_link_event(service, event) == len(readers)
+    # Redelivered: the newest event must not duplicate, an evicted one must stay evicted.
+    on_link_event(service, events[-1])
+    on_link_event(service, events[0])
+    newest_five = [f"https://fan/{index}" for index in (6, 5, 4, 3, 2)]
+    for follower in readers:
+        assert [url for _, url in feed(service, follower)] == newest_five, follower
 
 
 def test_walking_all_pages_returns_each_item_once_even_with_equal_timestamps(service, people):
