@@ -18,7 +18,7 @@ from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntim
 from ..kit.serving.web import is_ops_path
 from . import resources
 from .downstream import NewsDependency, RestDependency
-from .identity import Login, TokenVerifier, presented_token
+from .identity import LOGIN_CALLBACK_PATH, LOGIN_PATH, Login, LoginStateSessions, TokenVerifier, presented_token
 from .openapi import register_api_docs
 from .rate_limits import RateLimited, RateLimiter
 
@@ -150,18 +150,18 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
 
     login = Login(settings, users)
     entry = Blueprint("entry", __name__)
-    entry.add_url_rule("/login", "login", login.redirect)
-    entry.add_url_rule("/login/authorized", "login_authorized", lambda: jsonify(login.complete()))
+    entry.add_url_rule(LOGIN_PATH, "login", login.redirect)
+    entry.add_url_rule(LOGIN_CALLBACK_PATH, "login_authorized", lambda: jsonify(login.complete()))
     register_api_docs(entry, settings.public_base_url)
 
     def setup(app: Flask) -> None:
         app.secret_key = settings.session_secret.get_secret_value()
+        app.session_interface = LoginStateSessions()
         app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                           SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https://"),
                           SESSION_COOKIE_NAME="delinkcious_login")
         if settings.trusted_proxy_hops:
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
-        login.init_app(app)
         app.before_request(limit_rate)  # after the kit's own (request id, logging context), before the routes'
 
         @app.errorhandler(RateLimited)

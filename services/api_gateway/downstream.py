@@ -11,7 +11,6 @@ from datetime import timezone
 from typing import Any, TypeVar
 
 import grpc
-import requests
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..contracts.events import LINK_EVENTS
@@ -20,7 +19,7 @@ from ..kit.core.clock import format_timestamp
 from ..kit.core.errors import InvalidInput, ServiceError, Unavailable
 from ..kit.observability.logs import get_logger
 from ..kit.serving.grpc_client import GrpcClient
-from ..kit.serving.http_client import ServiceClient
+from ..kit.serving.http_client import ServiceClient, ServiceResponse
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -158,7 +157,7 @@ class RestDependency:
             raise DownstreamError(response.status_code, body if isinstance(body, dict) else {})
         return response.status_code, body
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> ServiceResponse:
         try:
             response = self._client.request(method, path, **kwargs)
         except Unavailable as exc:
@@ -176,7 +175,7 @@ class RestDependency:
         self._client.close()
 
 
-def _json(response: requests.Response) -> Any:
+def _json(response: ServiceResponse) -> Any:
     if not response.content:
         return None
     try:
@@ -197,8 +196,8 @@ class NewsDependency:
 
     def __init__(self, address: str, caller_token: str, *, timeout_s: float, failures: int, reset_s: float) -> None:
         # GetNews is a read: retried once when the server is unavailable.
-        self._client = GrpcClient(address, caller_token=caller_token, timeout_s=timeout_s, retries=1)
-        self._stub = self._client.stub(news_pb2_grpc.NewsServiceStub)
+        self._client = GrpcClient(address, news_pb2_grpc.NewsServiceStub, caller_token=caller_token,
+                                  timeout_s=timeout_s, retries=1)
         self._breaker = breaker("news", failures=failures, reset_s=reset_s)
 
     def get_news(self, username: str, start_token: str, limit: int) -> dict[str, Any]:
@@ -221,7 +220,7 @@ class NewsDependency:
 
     def _get(self, request: news_pb2.GetNewsRequest) -> news_pb2.GetNewsResponse:
         try:
-            return self._client.call(self._stub.GetNews, request, idempotent=True)
+            return self._client.call(lambda stub: stub.GetNews, request, idempotent=True)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 field, _, problem = (error.details() or "").partition(": ")

@@ -8,19 +8,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.flask_client import OAuth
 from cachetools import TTLCache
-from flask import Flask, request
+from flask import Flask, Request, current_app, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from ..kit.core.errors import InvalidInput, ServiceError, Unauthenticated, Unavailable
 from ..kit.observability.logs import get_logger
 from .downstream import DownstreamError, RestDependency
 
+if TYPE_CHECKING:
+    from authlib.integrations.flask_client import FlaskOAuth2App
+
 log = get_logger(__name__)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+LOGIN_PATH = "/login"
+LOGIN_CALLBACK_PATH = "/login/authorized"
 
 GITHUB = {
     "access_token_url": "https://github.com/login/oauth/access_token",
@@ -179,36 +184,58 @@ def _key(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+class LoginStateSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened on the login routes only: it carries the OAuth state from /login to
+    its callback and nothing else, so no other request pays for reading and verifying the cookie."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path not in (LOGIN_PATH, LOGIN_CALLBACK_PATH):
+            return None  # Flask gives the request a null session
+        return super().open_session(app, request)
+
+
 class Login:
     """The OAuth dance with the configured provider, then the Delinkcious side: the user service
-    creates or updates the user and issues our own token (no per-request call to the provider)."""
+    creates or updates the user and issues our own token (no per-request call to the provider).
+
+    authlib (with requests and cryptography, several MB) is imported by the first login a process handles, not
+    at start: most gateway processes serve the API all day and sign nobody in."""
 
     def __init__(self, settings: Any, users: RestDependency) -> None:
         self._users = users
         self._provider_kind = settings.auth_provider
         self._provider_name = "github" if settings.auth_provider == "github" else settings.oidc_provider_name
-        self._redirect_uri = settings.public_base_url.rstrip("/") + "/login/authorized"
-        self._oauth = oauth = OAuth()
-        common = {"client_id": settings.oauth_client_id,
-                  "client_secret": settings.oauth_client_secret.get_secret_value()}
-        if settings.auth_provider == "github":
-            self._client = oauth.register("github", **common, **GITHUB)
-        else:
-            self._client = oauth.register("oidc", **common, server_metadata_url=settings.oidc_discovery_url,
-                                          client_kwargs={"scope": "openid email profile"})
+        self._redirect_uri = settings.public_base_url.rstrip("/") + LOGIN_CALLBACK_PATH
+        self._registration: dict[str, Any] = {
+            "name": settings.auth_provider, "client_id": settings.oauth_client_id,
+            "client_secret": settings.oauth_client_secret.get_secret_value(),
+            **(GITHUB if settings.auth_provider == "github" else {
+                "server_metadata_url": settings.oidc_discovery_url,
+                "client_kwargs": {"scope": "openid email profile"}}),
+        }
+        self._client_lock = threading.Lock()
+        self._oauth_client: FlaskOAuth2App | None = None
 
-    def init_app(self, app: Flask) -> None:
-        self._oauth.init_app(app)
+    def _client(self) -> FlaskOAuth2App:
+        with self._client_lock:
+            if self._oauth_client is None:
+                from authlib.integrations.flask_client import OAuth
+
+                self._oauth_client = OAuth(current_app._get_current_object()).register(**self._registration)
+            return self._oauth_client
 
     def redirect(self) -> Any:
-        return self._client.authorize_redirect(self._redirect_uri)
+        return self._client().authorize_redirect(self._redirect_uri)
 
     def complete(self) -> dict[str, Any]:
         if request.args.get("error"):
             raise LoginFailed(f"the identity provider refused: {request.args.get('error')}")
+        client = self._client()
+        from authlib.integrations.base_client.errors import OAuthError
+
         try:
-            token = self._client.authorize_access_token()
-            profile = self._profile(token)
+            token = client.authorize_access_token()
+            profile = self._profile(client, token)
         except OAuthError as error:
             raise LoginFailed(f"login failed: {error.error}") from None
         email = profile.get("email")
@@ -232,11 +259,11 @@ class Login:
         return {"username": username, "email": user["email"], "name": user["name"],
                 "access_token": issued["token"], "expires_at": issued["expires_at"]}
 
-    def _profile(self, token: dict[str, Any]) -> dict[str, Any]:
+    def _profile(self, client: FlaskOAuth2App, token: dict[str, Any]) -> dict[str, Any]:
         if self._provider_kind == "github":
-            data = self._client.get("user", token=token).json()
+            data = client.get("user", token=token).json()
             return {"subject": data["id"], "login": data.get("login"), "email": data.get("email"),
                     "name": data.get("name")}
-        claims = token.get("userinfo") or self._client.userinfo(token=token)
+        claims = token.get("userinfo") or client.userinfo(token=token)
         return {"subject": claims["sub"], "login": claims.get("preferred_username") or claims["sub"],
                 "email": claims.get("email"), "name": claims.get("name")}

@@ -36,7 +36,8 @@ class Authenticated(Resource):
 
 def link_input() -> dict[str, Any]:
     """POST /v1/links accepts a JSON body, a form, or (the original clients) query parameters."""
-    if request.data and request.is_json:
+    # A JSON body is read as it is; `request.data` would first look for a form in it.
+    if request.is_json and request.get_data():
         payload = request.get_json(silent=True)
         if not isinstance(payload, dict):
             raise InvalidInput("body", "must be a JSON object")
@@ -52,7 +53,7 @@ def link_input() -> dict[str, Any]:
 
 
 def json_body() -> dict[str, Any]:
-    payload = request.get_json(silent=True) if request.data else None
+    payload = request.get_json(silent=True)  # None unless the body is JSON
     if not isinstance(payload, dict):
         raise InvalidInput("body", "a JSON object is required")
     return payload

@@ -3,6 +3,7 @@ retries only for idempotent methods, except one resend of any request whose reus
 the server closed before answering."""
 from __future__ import annotations
 
+import json
 import select
 import threading
 import time
@@ -159,4 +160,76 @@ def test_idle_connections_are_not_reused_past_the_idle_limit(closing_server):
         assert client.request("POST", path).status_code == 200
     assert OneAnswerPerConnection.dropped == []  # each request on a new connection: nothing was closed under one
     assert OneAnswerPerConnection.answered == ["POST /first", "POST /second", "POST /third"]
+    client.close()
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Answers 200 with what it was sent: method, target, headers and JSON body; counts connections."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        Echo.connections += 1
+        super().setup()
+
+    def _answer(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        payload = json.dumps({"method": self.command, "target": self.path, "headers": dict(self.headers),
+                              "body": json.loads(raw) if raw else None}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_server():
+    Echo.connections = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_query_parameters_and_a_json_body_are_sent_and_the_answer_is_read(echo_server):
+    client = ServiceClient(echo_server, caller_token="t")
+    response = client.request("POST", "/v1/x", params=[("tag", "a b"), ("tag", "c"), ("limit", "5")],
+                              json={"url": "https://e.com/ä", "tags": ["x"]})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    sent = response.json()
+    assert sent["target"] == "/v1/x?tag=a+b&tag=c&limit=5"
+    assert sent["headers"]["Content-Type"] == "application/json"
+    assert sent["body"] == {"url": "https://e.com/ä", "tags": ["x"]}
+    assert client.request("GET", "/v1/y", params={"start_token": "abc"}).json()["target"] == "/v1/y?start_token=abc"
+    client.close()
+
+
+def test_a_base_url_with_a_path_keeps_it(echo_server):
+    assert ServiceClient(f"{echo_server}/prefix/", caller_token="t").request("GET", "/x").json()["target"] == \
+        "/prefix/x"
+
+
+def test_internal_calls_go_straight_to_the_service_whatever_proxy_the_environment_names(echo_server, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:1")
+    assert ServiceClient(echo_server, caller_token="t", retries=0).request("GET", "/x").status_code == 200
+
+
+def test_no_connection_is_opened_before_the_first_request(echo_server):
+    # A client may be made in the gunicorn master before it forks (kit/serving/gunicorn.py): it must not connect.
+    client = ServiceClient(echo_server, caller_token="t")
+    time.sleep(0.2)
+    assert Echo.connections == 0
+    for _ in range(3):
+        client.request("GET", "/x")
+    assert Echo.connections == 1  # then kept alive and reused
     client.close()

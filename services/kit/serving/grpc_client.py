@@ -1,9 +1,14 @@
 """Outgoing gRPC calls: the caller's identity, the request id and a deadline on every call, and a
-retry only for idempotent calls that found the server unavailable (nothing was processed)."""
+retry only for idempotent calls that found the server unavailable (nothing was processed).
+
+The channel is opened by the first call, not when the client is made: a service may be built in the gunicorn
+master before it forks its workers (kit/serving/gunicorn.py), and gRPC supports fork only in limited ways (its
+advice is to create channels after forking), so each worker opens its own."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -18,26 +23,42 @@ def _unavailable(error: BaseException) -> bool:
     return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class GrpcClient:
-    def __init__(self, address: str, *, caller_token: str | None, timeout_s: float, retries: int = 1) -> None:
-        self._channel = grpc.insecure_channel(address)
+class GrpcClient(Generic[StubT]):
+    def __init__(self, address: str, stub_class: Callable[[grpc.Channel], StubT], *, caller_token: str | None,
+                 timeout_s: float, retries: int = 1) -> None:
+        self._address = address
+        self._stub_class = stub_class
         self._identity = [(CALLER_TOKEN_HEADER.lower(), caller_token)] if caller_token else []
         self._timeout_s = timeout_s
         self._retries = retries
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stub: StubT | None = None
 
-    def stub(self, stub_class: Callable[[grpc.Channel], StubT]) -> StubT:
-        return stub_class(self._channel)
-
-    def call(self, method: Callable[..., Any], request: Any, *, idempotent: bool) -> Any:
-        """`method(request)` with metadata and deadline; grpc.RpcError when it fails for good."""
+    def call(self, method: Callable[[StubT], Callable[..., Any]], request: Any, *, idempotent: bool) -> Any:
+        """`method(stub)(request)` with metadata and deadline, e.g. `call(lambda stub: stub.GetNews, request, ...)`;
+        grpc.RpcError when it fails for good."""
+        bound = method(self._connected_stub())
         metadata = [*self._identity, *outgoing_grpc_metadata()]
         retrying = Retrying(stop=stop_after_attempt(1 + (self._retries if idempotent else 0)),
                             retry=retry_if_exception(_unavailable), wait=wait_exponential(multiplier=0.05, max=0.5),
                             reraise=True)
         for attempt in retrying:
             with attempt:
-                return method(request, metadata=metadata, timeout=self._timeout_s)
+                return bound(request, metadata=metadata, timeout=self._timeout_s)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    def _connected_stub(self) -> StubT:
+        stub = self._stub
+        if stub is None:
+            with self._lock:
+                if self._stub is None:
+                    self._channel = grpc.insecure_channel(self._address)
+                    self._stub = self._stub_class(self._channel)
+                stub = self._stub
+        return stub
+
     def close(self) -> None:
-        self._channel.close()
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()  # later calls fail, as on any closed channel

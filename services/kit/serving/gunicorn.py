@@ -1,12 +1,17 @@
 """Running a service for real: settings, logging, migrations, then gunicorn.
 
-gunicorn (gthread workers, bounded thread pool) serves the Flask app. Each worker builds its own
-runtime (pool, NATS connection, relay, consumers) after forking. On SIGTERM gunicorn stops
-accepting, finishes in-flight requests within GRACEFUL_TIMEOUT, and each worker then stops its
-consumers, drains the outbox and closes its pools; the master exits 0.
+gunicorn (gthread workers, bounded thread pool) serves the Flask app. A service with a database or a
+broker builds its own runtime (pool, NATS connection, relay, consumers) in each worker, after forking. A
+service with neither (the API gateway) is built once in the master, before it forks: the workers share the
+built app's memory instead of each building (and so writing to) a copy of it. Such a service's `build` must
+open nothing (no connection, no thread); the kit's clients open theirs on first use, in the worker. Either
+way each worker starts its runtime after the fork. On SIGTERM gunicorn stops accepting, finishes in-flight
+requests within GRACEFUL_TIMEOUT, and each worker then stops its consumers, drains the outbox and closes its
+pools; the master exits 0.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -19,12 +24,12 @@ from gunicorn.glogging import Logger as GunicornLogger
 from ..core.errors import Unavailable
 from ..observability.logs import configure_logging, get_logger
 from ..postgres.db import apply_migrations, build_dsn
-from .config import ConfigurationError, PostgresSettings, load_settings
+from .config import ConfigurationError, NatsSettings, PostgresSettings, load_settings
 from .runtime import ServiceDefinition, ServiceRuntime
 
 log = get_logger(__name__)
 
-# The runtime of this worker process (gunicorn forks one per worker).
+# The runtime a worker serves: built in the worker, or built in the master and inherited (builds_before_fork).
 _worker_runtime: ServiceRuntime | None = None
 
 
@@ -32,6 +37,7 @@ class _StructlogGunicornLogger(GunicornLogger):
     """gunicorn's own messages go through our JSON logging; its access log is replaced by ours."""
 
     def setup(self, cfg: Any) -> None:
+        super().setup(cfg)  # also notes once that there is no access log, which gunicorn asks on every request
         for logger in (self.error_log, self.access_log):
             logger.handlers = []
             logger.propagate = True
@@ -63,6 +69,8 @@ class ServiceApplication(BaseApplication):
             "logger_class": _StructlogGunicornLogger,
             "loglevel": s.log_level,
             "proc_name": f"delinkcious-{self.definition.name}",
+            "preload_app": builds_before_fork(type(s)),
+            "pre_fork": _pre_fork,
             "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
             "child_exit": _child_exit,
@@ -80,6 +88,19 @@ class ServiceApplication(BaseApplication):
         runtime.add_subscriptions(parts.subscriptions)
         _worker_runtime = runtime
         return create_wsgi(runtime, parts.blueprints, parts.app_setup)
+
+
+def builds_before_fork(settings_class: type) -> bool:
+    """Whether a service with these settings is built in the master. Not with a NATS connection: it makes its
+    asyncio loop (an epoll descriptor) when it is made, and forked workers would share that loop. Not with a
+    database pool either, so that every connection to PostgreSQL stays a worker's own."""
+    return not issubclass(settings_class, (NatsSettings, PostgresSettings))
+
+
+def _pre_fork(server: Any, worker: Any) -> None:
+    # What the master holds now (imports, and a service built before the fork) is moved out of the collector's
+    # reach, so a worker's collections never write to (and so copy) the memory it shares with the master.
+    gc.freeze()
 
 
 def _post_worker_init(worker: Any) -> None:

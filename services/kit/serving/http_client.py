@@ -1,6 +1,12 @@
 """Outgoing HTTP for internal calls: timeouts always, retries only for idempotent methods, and the
 request id and caller identity on every call.
 
+Built on urllib3's connection pool directly. requests would add, on every call, what an internal call never
+uses and pays for anyway (a cookie jar, redirects, netrc and proxy look-ups in the environment): 1.5 ms of CPU
+per call against 0.4 ms on the development machine. So an internal call never goes through an HTTP(S)_PROXY
+of the environment, a redirect is answered rather than followed, and an https:// service is verified against
+the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR).
+
 Pooled keep-alive connections: the services' gunicorn closes a connection after it has been idle for its
 keep-alive (5 s, kit/serving/gunicorn.py). A client that reuses such a connection just as the server closes it
 gets no answer, although the server never read the request. So a connection idle for longer than
@@ -10,16 +16,17 @@ think) is sent once more on a fresh connection, whatever its method. Any other f
 retried only for idempotent methods."""
 from __future__ import annotations
 
-import functools
 import threading
 import time
+from dataclasses import dataclass
+from json import dumps, loads
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPSConnectionPool, Timeout
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
+from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
 from ..core.errors import Unavailable
@@ -129,24 +136,22 @@ class _Retry(Retry):
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
-class _ReuseAwareAdapter(HTTPAdapter):
-    def __init__(self, *, max_idle_s: float, **kwargs: Any) -> None:
-        self._pool_classes = {"http": functools.partial(_HTTPPool, max_idle_s=max_idle_s),
-                              "https": functools.partial(_HTTPSPool, max_idle_s=max_idle_s)}
-        super().__init__(**kwargs)
+@dataclass(frozen=True)
+class ServiceResponse:
+    """An internal service's answer, read in full."""
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+    status_code: int
+    headers: HTTPHeaderDict
+    content: bytes
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if isinstance(manager, PoolManager):
-            manager.pool_classes_by_scheme = self._pool_classes
-        return manager
+    def json(self) -> Any:
+        """The body parsed as JSON; ValueError if it is not JSON."""
+        return loads(self.content)
 
 
 class ServiceClient:
+    """Calls to one internal service at `base_url`, on one pool of keep-alive connections."""
+
     def __init__(
         self,
         base_url: str,
@@ -159,8 +164,8 @@ class ServiceClient:
         max_idle_s: float = IDLE_CONNECTION_LIMIT_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._timeout = (connect_timeout, read_timeout)
-        self._session = requests.Session()
+        url = parse_url(self.base_url)
+        self._path_prefix = url.path or ""
         retry = _Retry(
             total=retries,
             connect=retries,
@@ -172,20 +177,32 @@ class ServiceClient:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        adapter = _ReuseAwareAdapter(max_retries=retry, pool_maxsize=32, max_idle_s=max_idle_s)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        if caller_token:
-            self._session.headers[CALLER_TOKEN_HEADER] = caller_token
+        pool_class = _HTTPSPool if url.scheme == "https" else _HTTPPool
+        # Opens no connection yet: the client may be made in the gunicorn master (kit/serving/gunicorn.py).
+        self._pool = pool_class(url.host, url.port, maxsize=32, block=False, max_idle_s=max_idle_s, retries=retry,
+                                timeout=Timeout(connect=connect_timeout, read=read_timeout))
+        self._headers = {CALLER_TOKEN_HEADER: caller_token} if caller_token else {}
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {**outgoing_headers(), **(kwargs.pop("headers", None) or {})}
+    def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
+                headers: dict[str, str] | None = None) -> ServiceResponse:
+        """`params`: a mapping or a sequence of pairs; `json`: the body, sent as JSON. Unavailable if the service
+        cannot be reached or does not answer in time (after the retries its method allows)."""
+        target = f"{self._path_prefix}{path}"
+        if params:
+            target = f"{target}?{urlencode(params, doseq=True)}"
+        all_headers = {**self._headers, **outgoing_headers(), **(headers or {})}
+        body = None
+        if json is not None:
+            body = dumps(json, allow_nan=False, separators=(",", ":")).encode()
+            all_headers["Content-Type"] = "application/json"
         try:
-            return self._session.request(method, f"{self.base_url}{path}", headers=headers,
-                                         timeout=self._timeout, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            log.warning("downstream_unavailable", url=self.base_url, method=method, error=type(exc).__name__)
+            # An internal service's redirect is its answer, not followed.
+            response = self._pool.urlopen(method, target, body=body, headers=all_headers, redirect=False)
+        except HTTPError as exc:  # urllib3's: connection refused or reset, timeouts, retries exhausted
+            reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+            log.warning("downstream_unavailable", url=self.base_url, method=method, error=type(reason).__name__)
             raise Unavailable(f"{self.base_url} is unavailable") from exc
+        return ServiceResponse(response.status, response.headers, response.data)
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.close()
