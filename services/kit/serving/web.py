@@ -2,6 +2,7 @@
 the JSON error shape, health endpoints and /metrics. A service adds only its own blueprints."""
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -46,8 +47,9 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["delinkcious.runtime"] = runtime
 
-    app.before_request(_begin_request)
-    app.after_request(_finish_request)
+    # The hooks run on every request: they are given the runtime rather than look it up through current_app.
+    app.before_request(functools.partial(_begin_request, runtime))
+    app.after_request(functools.partial(_finish_request, runtime.name))
     app.teardown_request(_end_request)
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(HTTPException, _http_error)
@@ -113,11 +115,10 @@ def is_ops_path(path: str) -> bool:
     return path.startswith(OPS_PREFIXES)
 
 
-def _begin_request() -> None:
+def _begin_request(runtime: ServiceRuntime) -> None:
     g.started = time.perf_counter()
     g.request_id, g.request_context = enter_request(request.headers.get(REQUEST_ID_HEADER))
     if not is_ops_path(request.path):
-        runtime = runtime_of_current_app()
         caller = runtime.callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
         if caller:
             bind_contextvars(caller=caller)
@@ -136,11 +137,10 @@ def runtime_of_current_app() -> ServiceRuntime:
     return runtime_of(current_app)
 
 
-def _finish_request(response: Response) -> Response:
+def _finish_request(service: str, response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    service = runtime_of_current_app().name
     status = str(response.status_code)
     metrics.HTTP_REQUESTS.labels(service, request.method, route, status).inc()
     metrics.HTTP_DURATION.labels(service, request.method, route).observe(duration)
