@@ -64,6 +64,44 @@ def test_recipe_is_multi_stage_and_installs_into_a_venv():
     assert any(instruction == "COPY" and arguments.startswith("--from=") for instruction, arguments in final_stage())
 
 
+def test_both_stages_build_on_the_base_image_argument():
+    """The official slim Python image by default, CI's registry-free Debian base (images/build-base.sh) when
+    passed; the same base for both stages, so the venv's interpreter is there at run time."""
+    parsed = instructions(DOCKERFILE.read_text())
+    first_from = [instruction for instruction, _ in parsed].index("FROM")
+    [default] = [arguments.split("=", 1)[1] for instruction, arguments in parsed[:first_from]
+                 if instruction == "ARG" and arguments.startswith("BASE_IMAGE=")]
+    assert re.fullmatch(r"(docker\.io/library/)?python:3\.11-slim-bookworm", default), default
+    bases = [arguments.split()[0] for instruction, arguments in parsed if instruction == "FROM"]
+    assert bases == ["${BASE_IMAGE}"] * len(bases)
+
+
+def test_recipe_calls_python3_which_both_bases_have():
+    """Debian's python3 package has no `python` command; the official image has both."""
+    for instruction, arguments in instructions(DOCKERFILE.read_text()):
+        if instruction == "RUN":
+            assert not re.search(r"(^|[\s;&|])python(\s|$)", arguments), arguments
+
+
+def test_final_stage_installs_no_compiler_and_keeps_no_pip_setting():
+    for instruction, arguments in final_stage():
+        assert not re.search(r"\b(apt-get|apt|gcc|g\+\+|build-essential|make)\b", arguments) or instruction != "RUN"
+        assert not (instruction in ("ENV", "ARG") and "PIP_" in arguments), arguments
+    # The build stage's pip settings are arguments that default to nothing (pip ignores an empty setting).
+    pip_arguments = [arguments for instruction, arguments in instructions(DOCKERFILE.read_text())
+                     if instruction == "ARG" and arguments.startswith("PIP_")]
+    assert pip_arguments and all(arguments.endswith("=") for arguments in pip_arguments), pip_arguments
+
+
+def test_image_scripts_are_valid_bash_and_name_no_mirror():
+    for script in (ROOT / "build.sh", ROOT / "images" / "build-base.sh"):
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "set -euo pipefail" in script.read_text()
+    # The mirror comes from the machine's apt sources at run time.
+    assert not re.search(r"https?://", (ROOT / "images" / "build-base.sh").read_text())
+
+
 def test_recipe_takes_the_service_as_a_build_argument_and_names_it_for_the_commands():
     stage = final_stage()
     assert ("ARG", "SERVICE") in stage
