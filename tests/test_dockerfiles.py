@@ -65,7 +65,7 @@ def test_recipe_is_multi_stage_and_installs_into_a_venv():
 
 
 def test_both_stages_build_on_the_base_image_argument():
-    """The official slim Python image by default, CI's registry-free Debian base (images/build-base.sh) when
+    """The official slim Python image by default, CI's registry-free Debian base (services/build-base-image.sh) when
     passed; the same base for both stages, so the venv's interpreter is there at run time."""
     parsed = instructions(DOCKERFILE.read_text())
     first_from = [instruction for instruction, _ in parsed].index("FROM")
@@ -94,12 +94,12 @@ def test_final_stage_installs_no_compiler_and_keeps_no_pip_setting():
 
 
 def test_image_scripts_are_valid_bash_and_name_no_mirror():
-    for script in (ROOT / "build.sh", ROOT / "images" / "build-base.sh"):
+    for script in (ROOT / "build.sh", ROOT / "services" / "build-base-image.sh"):
         result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert "set -euo pipefail" in script.read_text()
     # The mirror comes from the machine's apt sources at run time.
-    assert not re.search(r"https?://", (ROOT / "images" / "build-base.sh").read_text())
+    assert not re.search(r"https?://", (ROOT / "services" / "build-base-image.sh").read_text())
 
 
 def test_recipe_takes_the_service_as_a_build_argument_and_names_it_for_the_commands():

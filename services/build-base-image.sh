@@ -4,7 +4,7 @@
 # (python3 with venv, CA certificates) of this machine's release from this machine's apt mirror, and import
 # it with buildah. Cached twice: nothing is done when the image exists, and the root file system tarball is
 # kept under ${XDG_CACHE_HOME:-$HOME/.cache}/delinkcious/ so a removed image is re-imported in seconds.
-#   images/build-base.sh [RELEASE]      (or ./build.sh base-image); prints the image name last.
+#   services/build-base-image.sh [RELEASE]      (or ./build.sh base-image); prints the image name last.
 # Needs root (debootstrap), debootstrap and buildah.
 set -euo pipefail
 
