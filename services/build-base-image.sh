@@ -19,44 +19,9 @@ if buildah inspect --type image "$image" >/dev/null 2>&1; then
   exit 0
 fi
 
-# The first deb URI of this machine's apt sources that serves the release itself (not -updates or
-# -security), read at run time so that the repository names no mirror: deb822 *.sources files first,
-# then the one-line format.
-apt_mirror() {
-  local sources=(/etc/apt/sources.list.d/*.sources) lists=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list)
-  {
-    for file in "${sources[@]}"; do
-      [[ -f $file ]] || continue
-      awk -v release="$release" '
-        BEGIN { RS = ""; FS = "\n" }
-        {
-          types = ""; uris = ""; suites = ""; enabled = "yes"
-          for (i = 1; i <= NF; i++) {
-            if ($i ~ /^[ \t]*#/ || $i !~ /:/) continue
-            key = tolower($i); sub(/:.*/, "", key)
-            value = $i; sub(/^[^:]*:[ \t]*/, "", value)
-            if (key == "types") types = value
-            else if (key == "uris") uris = value
-            else if (key == "suites") suites = value
-            else if (key == "enabled") enabled = tolower(value)
-          }
-          if (enabled == "no" || (" " types " ") !~ / deb /) next
-          n = split(suites, suite, /[ \t]+/)
-          for (j = 1; j <= n; j++) if (suite[j] == release) { split(uris, uri, /[ \t]+/); print uri[1] }
-        }' "$file"
-    done
-    for file in "${lists[@]}"; do
-      [[ -f $file ]] || continue
-      # deb [options] URI suite components...
-      sed -E -n 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+([^[:space:]]+).*/\2 \3/p' "$file" |
-        awk -v release="$release" '$2 == release { print $1 }'
-    done
-  } | head -n 1
-}
-
 mkdir -p "$cache"
 if [[ ! -s $cache/rootfs.tar ]]; then
-  mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
+  mirror=${DEBIAN_MIRROR:-$("$(dirname "$0")/../k8s/apt-mirror.sh" "$release")}
   [[ -n $mirror ]] || { echo "no deb source for $release in /etc/apt/sources.list*; set DEBIAN_MIRROR" >&2; exit 1; }
   echo "debootstrap $release from $mirror" >&2
   rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")
