@@ -19,12 +19,20 @@ def test_only_the_gateway_is_built_before_the_fork(facts):
     assert builds_before_fork(facts.definition().settings_class) == (facts.name == "api-gateway")
 
 
-def test_the_login_stack_is_not_imported_with_the_gateway():
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, delinkcious.api_gateway.app; "
-                               "print(sorted({'authlib', 'requests', 'joserfc'} & set(sys.modules)))"],
+def modules_loaded_with_the_gateway(*candidates: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys, delinkcious.cli, delinkcious.api_gateway.app; "
+                               f"print(sorted({set(candidates)!r} & set(sys.modules)))"],
         capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "[]"
+
+
+def test_the_login_stack_is_not_imported_with_the_gateway():
+    assert modules_loaded_with_the_gateway("authlib", "requests", "joserfc") == "[]"
+
+
+def test_the_database_and_broker_clients_are_not_imported_by_a_service_without_them():
+    # The kit imports them where a service's settings ask for a database or a broker.
+    assert modules_loaded_with_the_gateway("psycopg2", "nats", "yoyo") == "[]"
 
 
 @pytest.mark.parametrize("path,opened", [("/login", True), ("/login/authorized", True), ("/v1/links", False),

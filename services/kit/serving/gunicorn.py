@@ -23,7 +23,6 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from ..core.errors import Unavailable
 from ..observability.logs import configure_logging, get_logger
-from ..postgres.db import apply_migrations, build_dsn
 from .config import ConfigurationError, NatsSettings, PostgresSettings, load_settings
 from .runtime import ServiceDefinition, ServiceRuntime
 
@@ -136,6 +135,8 @@ def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
             log.warning("caller_auth_disabled", reason="CALLER_AUTH=disabled: internal endpoints accept any caller")
         if isinstance(settings, PostgresSettings):
             password = settings.database_password.get_secret_value() if settings.database_password else None
+            from ..postgres.db import apply_migrations, build_dsn  # only services with a database
+
             try:
                 apply_migrations(
                     build_dsn(settings.database_url), definition.migration_dirs(),

@@ -11,20 +11,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import psycopg2.extensions
+from typing import TYPE_CHECKING, Any, Literal
 
 from ...contracts.events import StreamSpec
-from ..messaging.consumer import ConsumerGroup, Subscription
-from ..messaging.nats import NatsConnection
-from ..messaging.outbox import OutboxRelay
 from ..observability.health import Check, Health
 from ..observability.logs import get_logger
-from ..postgres.db import KIT_MIGRATIONS, Database
-from ..postgres.unit_of_work import recorded_events
 from .callers import CallerAuthenticator
 from .config import BaseServiceSettings, NatsSettings, PostgresSettings, RedisSettings
+
+# The database and broker parts are imported where a service's settings ask for them: a service without a
+# database or a broker (the API gateway) never loads psycopg2, nats-py or their dependencies.
+if TYPE_CHECKING:
+    import psycopg2.extensions
+
+    from ..messaging.consumer import ConsumerGroup, Subscription
+    from ..messaging.nats import NatsConnection
+    from ..messaging.outbox import OutboxRelay
+    from ..postgres.db import Database
 
 log = get_logger(__name__)
 
@@ -59,6 +62,8 @@ class ServiceDefinition:
         if own is None:
             beside_build = Path(inspect.getfile(self.build)).parent / "migrations"
             own = (beside_build,) if beside_build.is_dir() else ()
+        from ..postgres.db import KIT_MIGRATIONS
+
         return [KIT_MIGRATIONS, *own]
 
 
@@ -89,7 +94,7 @@ class ServiceRuntime:
 
         if isinstance(settings, PostgresSettings):
             password = settings.database_password.get_secret_value() if settings.database_password else None
-            from ..postgres.db import build_dsn
+            from ..postgres.db import Database, build_dsn
 
             self.db = Database(
                 build_dsn(settings.database_url, password),
@@ -110,6 +115,8 @@ class ServiceRuntime:
             )
             self.health.add_readiness_check(Check("redis", self._ping_redis, critical=definition.redis_critical))
         if isinstance(settings, NatsSettings):
+            from ..messaging.nats import NatsConnection
+
             self.nats = NatsConnection(settings.nats_url, client_name=definition.name, streams=definition.publishes)
             # The outbox keeps writes durable while the broker is away, so a broker outage degrades the
             # service (reported) instead of taking it out of load balancing.
@@ -117,6 +124,8 @@ class ServiceRuntime:
             self.health.add_liveness_check(Check("nats_loop", self._thread_check(self.nats.is_alive)))
         if self.db is not None and self.nats is not None:
             assert isinstance(settings, NatsSettings)
+            from ..messaging.outbox import OutboxRelay
+
             self.outbox = OutboxRelay(
                 definition.name,
                 self.db,
@@ -153,6 +162,8 @@ class ServiceRuntime:
         if self.nats is None:
             raise RuntimeError(f"{self.name} subscribes to events but has no NATS settings")
         assert isinstance(self.settings, NatsSettings)
+        from ..messaging.consumer import ConsumerGroup
+
         self.consumers = ConsumerGroup(
             self.name, self.nats, subscriptions, max_in_flight=self.settings.consumer_max_in_flight
         )
@@ -171,6 +182,8 @@ class ServiceRuntime:
             raise RuntimeError(f"{self.name} has no database")
         with self.db.transaction() as cursor:
             yield cursor
+        from ..postgres.unit_of_work import recorded_events
+
         if self.outbox is not None and recorded_events(cursor):
             self.outbox.notify()
 
