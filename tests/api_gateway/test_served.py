@@ -6,24 +6,10 @@ from __future__ import annotations
 
 import time
 
-import requests
 from delinkcious.local.servers import free_port
 
 from tests.support.process import ServedService
 from tests.support.services import unique_username
-
-
-def wait_ready(admin_url: str, served: ServedService, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert served.process.poll() is None, served.logs()[-3000:]
-        try:
-            if requests.get(f"{admin_url}/healthz/readiness", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not ready after {timeout} s:\n{served.logs()[-3000:]}")
 
 
 def test_built_before_the_fork_and_served_by_every_worker(service_environment, internal, tmp_path):
@@ -46,7 +32,7 @@ def test_built_before_the_fork_and_served_by_every_worker(service_environment, i
     internal.answer("POST", f"/v1/users/{user}/links", 201, {"url": "https://e.com", "title": "T"})
     headers = {"Authorization": "Bearer dlk_served"}
     try:
-        wait_ready(f"http://127.0.0.1:{admin_port}", served)
+        served.wait_ready(ops_url=f"http://127.0.0.1:{admin_port}")
         # Enough requests, on fresh connections, for both workers to serve some.
         for index in range(12):
             response = served.request("POST", "/v1/links", json={"url": "https://e.com", "title": "T"},

@@ -3,10 +3,12 @@ retries only for idempotent methods, except one resend of any request whose reus
 the server closed before answering."""
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -116,16 +118,25 @@ class OneAnswerPerConnection(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server on a free loopback port with `handler`; its base URL, shut down afterwards."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def closing_server():
     OneAnswerPerConnection.answered, OneAnswerPerConnection.dropped = [], []
     OneAnswerPerConnection.answer_only_first_connection, OneAnswerPerConnection.connections = False, 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), OneAnswerPerConnection)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(OneAnswerPerConnection) as url:
+        yield url
 
 
 def test_a_post_on_a_reused_connection_the_server_closed_is_sent_again_once(closing_server):
@@ -192,12 +203,8 @@ class Echo(BaseHTTPRequestHandler):
 @pytest.fixture
 def echo_server():
     Echo.connections = 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Echo) as url:
+        yield url
 
 
 def test_query_parameters_and_a_json_body_are_sent_and_the_answer_is_read(echo_server):

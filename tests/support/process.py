@@ -29,13 +29,15 @@ class ServedService:
             env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, *, ops_url: str | None = None) -> None:
+        """Until /healthz/readiness answers 200, on `ops_url` when the service keeps it off its API port."""
+        ops_url = ops_url or self.base_url
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                if requests.get(f"{self.base_url}/healthz/readiness", timeout=1).status_code == 200:
+                if requests.get(f"{ops_url}/healthz/readiness", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
