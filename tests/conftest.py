@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from delinkcious.local.servers import NatsServer, PostgresServer, RedisServer, e
 
 from tests.support.servers import serving
 from tests.support.services import ServiceEnvironment
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A stopped run (CI's time limit, `kill`) unwinds like Ctrl-C, so the fixtures' teardown stops the servers
+    # and services the suite started; pytest's default on SIGTERM is to die with them still running.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _session_server(configured_variable: str, server_class, factory: pytest.TempPathFactory, address):
