@@ -95,6 +95,10 @@ class ServiceRuntime:
         if isinstance(settings, PostgresSettings):
             password = settings.database_password.get_secret_value() if settings.database_password else None
             from ..postgres.db import Database, build_dsn
+            from ..postgres.unit_of_work import recorded_events
+
+            # Kept here rather than imported per transaction: transaction() is on every request's path.
+            self._recorded_events = recorded_events
 
             self.db = Database(
                 build_dsn(settings.database_url, password),
@@ -182,9 +186,7 @@ class ServiceRuntime:
             raise RuntimeError(f"{self.name} has no database")
         with self.db.transaction() as cursor:
             yield cursor
-        from ..postgres.unit_of_work import recorded_events
-
-        if self.outbox is not None and recorded_events(cursor):
+        if self.outbox is not None and self._recorded_events(cursor):
             self.outbox.notify()
 
     # --- lifecycle ------------------------------------------------------------------------
