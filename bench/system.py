@@ -174,7 +174,7 @@ class LocalSystem:
             return {}
         try:
             up = psutil.Process(self._process.pid)
-            processes = [up, *up.children(recursive=True)]
+            processes = [up, *self._process_tree()]
             up_group = os.getpgid(up.pid)  # the benchmark's own group: up is not started in a session of its own
         except (psutil.Error, ProcessLookupError):
             return {}
