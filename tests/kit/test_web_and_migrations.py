@@ -43,7 +43,7 @@ def test_replicas_starting_together_migrate_once(service_environment):
         with connection.cursor() as cursor:
             cursor.execute("SELECT migration_id FROM _yoyo_migration ORDER BY migration_id")
             assert [row[0] for row in cursor.fetchall()] == [
-                "kit_0001_outbox_and_processed_events", "link_0001_links"]
+                "kit_0001_outbox_and_processed_events", "link_0001_links", "link_0002_username_statistics"]
 
 
 def test_a_users_page_is_served_by_an_index(service_environment):

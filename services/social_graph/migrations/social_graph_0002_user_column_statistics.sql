@@ -1,0 +1,7 @@
+-- depends: social_graph_0001_follows_and_known_users
+-- A page of one user's edges is planned from how many edges the planner thinks that user has. With the default
+-- sample (statistics target 100) a user holding ~0.1% of the rows is as likely as not to be missed by the
+-- most-common-values list and estimated at a few rows, and is then fetched by bitmap scan and sorted instead of
+-- walked in the index's order. A larger sample keeps such users in the list.
+ALTER TABLE follows ALTER COLUMN follower SET STATISTICS 1000;
+ALTER TABLE follows ALTER COLUMN followed SET STATISTICS 1000;
