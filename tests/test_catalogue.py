@@ -85,3 +85,9 @@ def test_every_variable_up_gives_a_service_is_one_of_its_settings(facts, tmp_pat
     not_settings = {variable.removesuffix("_FILE") for variable in environment
                     if variable not in ("PATH", "PYTHONUNBUFFERED")} - settings
     assert not not_settings, f"up sets variables {facts.name} has no setting for"
+
+
+@pytest.mark.parametrize("facts", SERVICES, ids=lambda facts: facts.name)
+def test_a_service_demands_caller_identity_exactly_when_the_catalogue_lets_someone_call_it(facts):
+    """A service nobody may call (a worker without an API, the public gateway) needs no caller tokens."""
+    assert facts.definition().settings_class.serves_internal_callers == bool(facts.allowed_callers)

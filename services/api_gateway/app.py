@@ -3,7 +3,7 @@ routes. It is the only public service: PORT serves /login*, /logout, /v1/* and /
 /metrics are on ADMIN_PORT only."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from flask_restful import Api
@@ -26,6 +26,8 @@ FACTS = get_service("api-gateway")
 
 
 class GatewaySettings(BaseServiceSettings, RedisSettings):
+    serves_internal_callers: ClassVar[bool] = False  # public: it authenticates end users, and no service calls it
+
     port: int = Field(FACTS.port, ge=1, le=65535, description=(
         "Port for the public API (`/login*`, `/logout`, `/v1/*`, `/docs`)."))
     admin_port: int | None = Field(FACTS.admin_port, ge=1, le=65535, description=(

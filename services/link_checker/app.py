@@ -5,6 +5,7 @@ events and publishes link-checked events (no database, so no outbox: the input i
 the output is acknowledged by JetStream)."""
 from __future__ import annotations
 
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -30,6 +31,8 @@ FACTS = get_service("link-checker")
 
 
 class LinkCheckerSettings(BaseServiceSettings, NatsSettings, RedisSettings):
+    serves_internal_callers: ClassVar[bool] = False  # no API: nothing calls it
+
     port: int = Field(FACTS.port, ge=1, le=65535, description=(
         "Port for `/healthz/*` and `/metrics` only: the service has no API."))
     shutdown_drain_timeout: float = Field(30.0, gt=0, le=600, description=(

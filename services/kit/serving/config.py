@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -71,6 +71,9 @@ class BaseServiceSettings(BaseSettings):
     """Settings every service has. Services subclass it and add their own facts."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+    # False for a service no other service calls (a worker with no API): it has no caller to authenticate,
+    # so it needs no TRUSTED_CALLERS_DIR or ALLOWED_CALLERS.
+    serves_internal_callers: ClassVar[bool] = True
 
     service_name: str = Field(description=(
         "Which service this process runs. `delinkcious serve` and `delinkcious probe` take the service from this "
@@ -139,6 +142,8 @@ class BaseServiceSettings(BaseSettings):
         return frozenset(name.strip() for name in self.allowed_callers.split(",") if name.strip())
 
     def validate_caller_auth(self) -> None:
+        if not self.serves_internal_callers:
+            return
         if self.caller_auth == "token" and self.trusted_callers_dir is None:
             raise ConfigurationError(
                 "configuration error: TRUSTED_CALLERS_DIR: required when CALLER_AUTH=token "

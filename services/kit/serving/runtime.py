@@ -88,7 +88,7 @@ class ServiceRuntime:
         self.nats: NatsConnection | None = None
         self.outbox: OutboxRelay | None = None
         self.consumers: ConsumerGroup | None = None
-        self.callers = (CallerAuthenticator.disabled() if definition.public
+        self.callers = (CallerAuthenticator.disabled() if definition.public or not settings.serves_internal_callers
                         else self._caller_authenticator(settings))
         self._on_stop: list[Callable[[], None]] = []
 

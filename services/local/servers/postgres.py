@@ -23,10 +23,10 @@ from urllib.parse import quote, urlencode
 import psutil
 import psycopg2
 import psycopg2.extensions
+from delinkcious.kit.postgres.provisioning import provision_service_database
 from delinkcious.local.processes import RunAs, popen_credentials
 from delinkcious.local.secrets import ensure_secret_file
 from delinkcious.local.servers.base import Server, ServerError, in_package, url_host
-from psycopg2 import sql
 
 log = logging.getLogger(__name__)
 
@@ -252,30 +252,12 @@ def _make_traversable(path: Path) -> None:
 
 
 def ensure_service_database(admin_dsn: str, name: str, secrets_dir: Path) -> DatabaseAccess:
-    """Make sure service `name` has its own LOGIN role and database, and nothing more.
-
-    The role's password lives in `secrets_dir/<name>` (generated once, 0600);
-    the role is (re)set to that password every time, so the file is the source
-    of truth. The database `name` is owned by the role and closed to PUBLIC, so
-    other services' roles cannot connect to it. Works against any server.
-    """
+    """Make sure service `name` has its own LOGIN role and database (see kit.postgres.provisioning), with
+    the password kept in `secrets_dir/<name>` (generated once, 0600). Works against any server."""
     password = ensure_secret_file(Path(secrets_dir) / name)
     connection = psycopg2.connect(admin_dsn)
     try:
-        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
-        with connection.cursor() as cursor:
-            role = sql.Identifier(name)
-            # Send a SCRAM verifier, not the password: it never shows up in server logs.
-            verifier = psycopg2.extensions.encrypt_password(password, name, connection, "scram-sha-256")
-            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
-            verb = "ALTER" if cursor.fetchone() else "CREATE"
-            cursor.execute(sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD %s").format(role), (verifier,))
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(role, role))
-            else:
-                cursor.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(role, role))
-            cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(role))
+        provision_service_database(connection, name, password)
         return DatabaseAccess(dsn=_service_dsn(connection, name), password_file=Path(secrets_dir) / name)
     finally:
         connection.close()

