@@ -4,7 +4,8 @@
 # docs/configuration.md from the settings classes.
 #
 # Images, from the one recipe services/Dockerfile, with docker, or with buildah where no Docker engine runs:
-#   ./build.sh images [SERVICE...]   one image per catalogue service (all of them when none is named), tagged
+#   ./build.sh images [SERVICE...]   one image per catalogue service, and the development identity provider and the
+#                                    black-box suite (k8s/images/README.md); all of them when none is named; tagged
 #                                    delinkcious/<service>:<version of pyproject.toml> and :<git short sha>
 #                                    (-dirty when the build context has uncommitted changes), on BASE_IMAGE
 #                                    when set (else the Dockerfile's default, the official slim Python image);
@@ -78,17 +79,32 @@ if engine == "buildah" and os.path.isfile(cert):
 PY
 }
 
+# The images that are not services, with their own recipe and build context (k8s/images/README.md).
+SUPPORT_IMAGES=(identity-provider integration-test)
+support_recipe() {  # NAME: prints the Dockerfile and the build context
+  case $1 in
+    identity-provider) echo k8s/images/identity-provider/Dockerfile k8s/images/identity-provider ;;
+    integration-test) echo integration-test/Dockerfile integration-test ;;
+    *) return 1 ;;
+  esac
+}
+
 build_image() {
-  local service=$1 name=${REGISTRY:+$REGISTRY/}delinkcious/$1 args=() tag
-  args=(-f services/Dockerfile --build-arg "SERVICE=$service" "${pip_args[@]}")
+  local service=$1 name=${REGISTRY:+$REGISTRY/}delinkcious/$1 args=() tag context=. recipe dockerfile
+  if recipe=$(support_recipe "$service"); then
+    read -r dockerfile context <<<"$recipe"
+    args=(-f "$dockerfile" "${pip_args[@]}")
+  else
+    args=(-f services/Dockerfile --build-arg "SERVICE=$service" "${pip_args[@]}")
+  fi
   [[ -z ${BASE_IMAGE:-} ]] || args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
   for tag in "$version" "$revision"; do args+=(-t "$name:$tag"); done
   if [[ $engine == docker ]]; then
-    docker build "${args[@]}" .
+    docker build "${args[@]}" "$context"
   else
     # Docker format: OCI images have no HEALTHCHECK. --layers: the build stage, the same for every service,
     # is built once.
-    buildah bud --isolation chroot --format docker --layers "${args[@]}" .
+    buildah bud --isolation chroot --format docker --layers "${args[@]}" "$context"
   fi
   if [[ ${PUSH:-0} == 1 ]]; then
     for tag in "$version" "$revision"; do
@@ -112,7 +128,7 @@ images() {
     local all names
     all=$(services)  # an assignment, so that a catalogue that fails to load stops here (set -e)
     read -ra names <<<"$all"
-    set -- "${names[@]}"
+    set -- "${names[@]}" "${SUPPORT_IMAGES[@]}"
   fi
   if [[ ${PUSH:-0} == 1 && -z ${REGISTRY:-} ]]; then
     echo "PUSH=1 needs REGISTRY (the registry host, and path, to push delinkcious/<service> to)" >&2

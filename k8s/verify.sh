@@ -11,8 +11,8 @@
 #               all with buildah (cached: an image that exists is reused, REBUILD=1 rebuilds).
 #     compose   docker-compose.yaml run with podman-compose on the images just built, the black-box smoke suite and
 #               the full suite (no local targets) against its published port, then `down -v`.
-#     cluster   the real single-node Kubernetes (k8s/cluster): the chart installed with `--dry-run=server`, then
-#               `--wait`; `helm test`; the black-box suite through a port-forward; a rolling restart of the link
+#     cluster   the real single-node Kubernetes (k8s/cluster): the chart installed by k8s/install.sh with
+#               `--dry-run=server`, then for real (`--wait`); `helm test`; the black-box suite through a port-forward; a rolling restart of the link
 #               Deployment while the smoke and links suites run in a loop (no failed request); `helm uninstall`.
 # Whatever fails, what a stage started is stopped in a trap (compose down, cluster down). Each stage's time is
 # printed at the end. Caches: ${XDG_CACHE_HOME:-$HOME/.cache}/delinkcious (tools, Kubernetes binaries, the base
@@ -130,8 +130,9 @@ static_checks() {
 
 build_images() {
   ./build.sh base-image >/dev/null
-  # The service images; buildah's layer cache makes an unchanged service a few seconds.
-  ./build.sh images
+  # The service images (buildah's layer cache makes an unchanged service a few seconds), then the others.
+  # shellcheck disable=SC2046  # one word per service
+  ./build.sh images $(service_names)
   k8s/images/build.sh
   # Tarballs for the cluster's containerd.
   rm -rf "$WORK/images" && mkdir -p "$WORK/images"
@@ -270,14 +271,13 @@ cluster() {
   k8s/cluster/up.sh "${tars[@]}"
   export KUBECONFIG=$STATE_DIR/kubeconfig
   cleanups+=("stop_forwards; cluster_logs")
-  kube create namespace "$NAMESPACE"
-  k8s/create-secrets.sh "$NAMESPACE" "$RELEASE"
-  local values=(--namespace "$NAMESPACE" -f "$CLUSTER_VALUES" --set "image.tag=$VERSION")
-  log "helm install --dry-run=server"
-  helm_ install "$RELEASE" "$CHART" "${values[@]}" --dry-run=server >/dev/null
-  log "helm install --wait"
+  # k8s/install.sh is what any cluster (and k8s/minikube.sh) installs with: namespace, secrets, helm upgrade --install.
+  local values=(-f "$CLUSTER_VALUES" --set "image.tag=$VERSION")
+  log "install --dry-run=server"
+  NAMESPACE=$NAMESPACE RELEASE=$RELEASE k8s/install.sh "${values[@]}" --dry-run=server >/dev/null
+  log "install --wait"
   local started=$SECONDS
-  helm_ install "$RELEASE" "$CHART" "${values[@]}" --wait --timeout 10m
+  NAMESPACE=$NAMESPACE RELEASE=$RELEASE k8s/install.sh "${values[@]}"
   log "installed and ready in $((SECONDS - started)) s"
   log "helm test"
   helm_ test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout 5m | tee "$WORK/helm-test.log"
