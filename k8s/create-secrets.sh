@@ -24,13 +24,9 @@ set -euo pipefail
 namespace=${1:-default}
 release=${2:-delinkcious}
 kubectl=${KUBECTL:-kubectl}
-if [[ -n ${FULLNAME:-} ]]; then
-  fullname=$FULLNAME
-elif [[ $release == *delinkcious* ]]; then
-  fullname=$release
-else
-  fullname=$release-delinkcious
-fi
+# shellcheck source-path=SCRIPTDIR source=chart-names.sh
+. "$(dirname "${BASH_SOURCE[0]}")/chart-names.sh"
+fullname=$(chart_fullname "$release")
 
 # The services' facts these keys follow from are in services/catalogue.py (tests/test_helm_chart.py checks them).
 caller_keys=(api-gateway social-graph news)

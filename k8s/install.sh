@@ -19,15 +19,9 @@ timeout=${TIMEOUT:-10m}
 helm=${HELM:-helm}
 kubectl=${KUBECTL:-kubectl}
 chart=$root/helm/delinkcious
-# The chart's <fullname> (helm/delinkcious/templates/_helpers.tpl): the release name, plus "-delinkcious" unless
-# it already contains it.
-if [[ -n ${FULLNAME:-} ]]; then
-  fullname=$FULLNAME
-elif [[ $release == *delinkcious* ]]; then
-  fullname=$release
-else
-  fullname=$release-delinkcious
-fi
+# shellcheck source-path=SCRIPTDIR source=chart-names.sh
+. "$(dirname "${BASH_SOURCE[0]}")/chart-names.sh"
+fullname=$(chart_fullname "$release")
 
 log() { printf '[install] %s\n' "$*" >&2; }
 

@@ -67,10 +67,29 @@ NatsUrls = Annotated[str, _url_with_scheme("nats", "tls", meaning="a nats:// URL
 RedisUrl = Annotated[str, _url_with_scheme("redis", "rediss", meaning="a redis:// or rediss:// URL")]
 
 
-class BaseServiceSettings(BaseSettings):
-    """Settings every service has. Services subclass it and add their own facts."""
+class ProcessSettings(BaseSettings):
+    """Settings of any of our processes: from the environment, NAME or NAME_FILE, validated once and frozen."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSettingsSource(settings_cls))
+
+    def validate_caller_auth(self) -> None:
+        """Checked by load_settings; only a service that serves callers has anything to check."""
+
+
+class BaseServiceSettings(ProcessSettings):
+    """Settings every service has. Services subclass it and add their own facts."""
+
     # False for a service no other service calls (a worker with no API): it has no caller to authenticate,
     # so it needs no TRUSTED_CALLERS_DIR or ALLOWED_CALLERS.
     serves_internal_callers: ClassVar[bool] = True
@@ -159,17 +178,6 @@ class BaseServiceSettings(BaseSettings):
                 f"configuration error: TRUSTED_CALLERS_DIR: {self.trusted_callers_dir} is not a directory"
             )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSettingsSource(settings_cls))
-
 
 class PostgresSettings(BaseSettings):
     """Mixin for services that own a PostgreSQL database."""
@@ -228,7 +236,7 @@ class GrpcSettings(BaseSettings):
         "get `RESOURCE_EXHAUSTED` at once."))
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
+SettingsT = TypeVar("SettingsT", bound=ProcessSettings)
 
 
 def load_settings(settings_class: type[SettingsT], **overrides: Any) -> SettingsT:

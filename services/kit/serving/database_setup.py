@@ -8,19 +8,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..core.errors import Unavailable
 from ..observability.logs import configure_logging, get_logger
 from ..postgres.provisioning import provision_databases
-from .config import ConfigurationError, PostgresUrl, _FileSettingsSource, load_settings
+from .config import ConfigurationError, PostgresUrl, ProcessSettings, load_settings
 
 JOB_NAME = "database-setup"
 
 
-class DatabaseSetupSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
-
+class DatabaseSetupSettings(ProcessSettings):
     postgres_admin_url: PostgresUrl = Field(description=(
         "The server, as a role that may create roles and databases: `postgresql://postgres@postgres:5432/postgres`. "
         "Leave the password out of the URL."))
@@ -30,20 +27,6 @@ class DatabaseSetupSettings(BaseSettings):
         "`social-graph`), holding that service's role password."))
     startup_timeout: float = Field(60.0, gt=0, description="How long to wait for the server to accept connections.")
     log_format: Literal["json", "console"] = "json"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSettingsSource(settings_cls))
-
-    def validate_caller_auth(self) -> None:
-        """No caller identity: the job serves nothing (load_settings asks every settings class)."""
 
 
 def run_database_setup(database_owners: Sequence[str]) -> int:
