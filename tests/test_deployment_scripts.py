@@ -47,3 +47,28 @@ def test_no_file_of_the_repository_names_a_package_registry() -> None:
             continue
         offenders += [f"{name}: {match.group(0)}" for match in REGISTRY_HOSTS.finditer(text)]
     assert not offenders, offenders
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the README's code blocks, one per line."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readmes_test_command_then_the_deployment_proof() -> None:
+    test_command = next(line for line in readme_commands() if "pytest" in line)
+    steps = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+             if line and not line.startswith(("#", "set ", "cd "))]
+    assert steps == [test_command, "bash k8s/verify.sh"]
+
+
+def test_circleci_runs_the_same_two_steps() -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".circleci" / "config.yml").read_text())
+    commands = [step["run"]["command"] for job in config["jobs"].values() for step in job["steps"]
+                if isinstance(step, dict) and "run" in step]
+    test_command = next(line for line in readme_commands() if "pytest" in line)
+    assert any(command.strip() == test_command for command in commands), commands
+    assert any("bash k8s/verify.sh" in command for command in commands), commands
+    assert set(config["workflows"]["ci"]["jobs"]) == set(config["jobs"])
