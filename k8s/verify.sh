@@ -4,6 +4,7 @@
 #
 #   k8s/verify.sh [STAGE...]        all stages when none is named, in this order:
 #     static    hadolint on every Dockerfile; shellcheck; docker-compose.yaml through `docker-compose config -q`;
+#               the chart's and manifests' tests that need helm and kubectl (skipped by the test command without them);
 #               the chart through `helm lint --strict` and `helm template` (default, production and cluster values,
 #               Kubernetes 1.20 and 1.31), the output through `kubernetes-validate --strict` and checkov, the
 #               kustomize overlays through `kubectl kustomize --enable-helm`.
@@ -98,6 +99,12 @@ static_checks() {
   log "docker-compose config -q"
   "$PYTHON" -m delinkcious.local.compose secrets "$WORK/compose-secrets" >/dev/null
   DELINKCIOUS_SECRETS_DIR=$WORK/compose-secrets docker-compose -f docker-compose.yaml config -q
+
+  # The test command skips these without helm and kubectl (it cannot install them); here they are, so none may skip.
+  log "tests/test_helm_chart.py and tests/test_k8s_manifests.py with helm and kubectl"
+  "$PYTHON" -m pytest -p no:cacheprovider -q -rs tests/test_helm_chart.py tests/test_k8s_manifests.py \
+    | tee "$WORK/chart-tests.log" | tail -n 3 >&2
+  if grep -q SKIPPED "$WORK/chart-tests.log"; then grep SKIPPED "$WORK/chart-tests.log" >&2; die "chart tests skipped"; fi
 
   log "helm lint --strict"
   helm lint --strict "$CHART"
