@@ -41,13 +41,14 @@ class ServiceFacts:
 
 SERVICES: tuple[ServiceFacts, ...] = (
     ServiceFacts("link", "links, tags and link status", port=8081, uses_postgres=True, uses_nats=True,
-                 allowed_callers=("api-gateway",)),
+                 allowed_callers=("api-gateway", "news")),
     ServiceFacts("user", "users, identities and access tokens", port=8082, uses_postgres=True, uses_nats=True,
                  allowed_callers=("api-gateway", "social-graph")),
     ServiceFacts("social-graph", "who follows whom", port=8083, uses_postgres=True, uses_nats=True,
                  allowed_callers=("api-gateway", "news"), calls=("user",)),
+    # news reads social-graph and link (the owners of what it projects) only to rebuild its store.
     ServiceFacts("news", "news feeds over gRPC", port=8084, grpc_port=9084, uses_redis=True, uses_nats=True,
-                 allowed_callers=("api-gateway",)),
+                 allowed_callers=("api-gateway",), calls=("social-graph", "link")),
     ServiceFacts("link-checker", "finds dead links (no API: /healthz and /metrics only)", port=8085, uses_redis=True,
                  uses_nats=True),
     # Redis holds the gateway's rate-limit counters only.

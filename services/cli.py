@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("service", nargs="?", help=f"service name, e.g. link (default: ${SERVICE_NAME_VARIABLE})")
     probe.add_argument("--check", choices=HEALTH_CHECKS, default="liveness",
                        help="which /healthz endpoint to ask (default: liveness)")
+    news = commands.add_parser("news", help="operate the news service's store")
+    news_commands = news.add_subparsers(dest="news_command", required=True)
+    rebuild = news_commands.add_parser(
+        "rebuild", help="rebuild the news store (follower projection and feeds) from social-graph and link now, "
+                        "with the news service's settings (its environment); exit 0 when done")
+    rebuild.add_argument("--lock-wait", type=float, default=300.0, metavar="SECONDS",
+                         help="how long to wait for a rebuild already running elsewhere (default: 300)")
     commands.add_parser(
         "provision-databases",
         help="one-shot: give each service that owns a database its role and database on a shared server "
@@ -41,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return up(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "news":
+        from .news.app import rebuild_command
+
+        return rebuild_command(lock_wait_s=args.lock_wait)
     if args.command == "provision-databases":
         from .catalogue import SERVICES
 

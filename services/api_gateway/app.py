@@ -71,9 +71,15 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
         "Timeout of each internal call (the read timeout of an HTTP call, the deadline of a gRPC call); reads are "
         "retried once."))
     breaker_failures: int = Field(5, ge=1, description=(
-        "A dependency failing this many times in a row is not called for BREAKER_RESET_SECONDS (503 at once)."))
-    breaker_reset_seconds: float = Field(10.0, gt=0, description=(
-        "How long a dependency whose breaker has opened is not called; then one call tries it again."))
+        "A dependency failing this many times in a row (connection refused or reset, a timeout, a 5xx answer; "
+        "never a 4xx answer about the request) is not called for BREAKER_RESET_SECONDS (503 at once)."))
+    breaker_reset_seconds: float = Field(1.0, gt=0, description=(
+        "How long a dependency whose breaker has opened is not called; then one call (the probe) tries it again "
+        "and closes the breaker if it succeeds. Each failed probe doubles the wait, up to "
+        "BREAKER_MAX_RESET_SECONDS."))
+    breaker_max_reset_seconds: float = Field(2.0, gt=0, description=(
+        "The longest wait between two probes of a dependency that stays down (at least BREAKER_RESET_SECONDS): "
+        "traffic to a dependency that is back resumes within this time."))
 
     @field_validator("rate_limit_per_user", "rate_limit_per_address")
     @classmethod
@@ -94,6 +100,12 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
             raise ValueError("OIDC_DISCOVERY_URL is required when AUTH_PROVIDER=oidc")
         return self
 
+    @model_validator(mode="after")
+    def _probe_waits(self) -> GatewaySettings:
+        if self.breaker_max_reset_seconds < self.breaker_reset_seconds:
+            raise ValueError("BREAKER_MAX_RESET_SECONDS must be at least BREAKER_RESET_SECONDS")
+        return self
+
     def validate_caller_auth(self) -> None:
         """The gateway has no internal endpoints to protect; it only presents its own token."""
         if self.admin_port == self.port:
@@ -110,7 +122,7 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     assert isinstance(settings, GatewaySettings)
     token = settings.caller_token.get_secret_value()
     limits = {"timeout_s": settings.downstream_timeout, "failures": settings.breaker_failures,
-              "reset_s": settings.breaker_reset_seconds}
+              "reset_s": settings.breaker_reset_seconds, "max_reset_s": settings.breaker_max_reset_seconds}
     links = RestDependency("link", settings.link_service_url, token, **limits)
     users = RestDependency("user", settings.user_service_url, token, **limits)
     social = RestDependency("social-graph", settings.social_graph_service_url, token, **limits)

@@ -27,6 +27,10 @@ T = TypeVar("T")
 READ_METHODS = frozenset({"GET", "HEAD"})
 # The codes an internal service answers when it refuses the gateway itself (kit/callers.py).
 CALLER_REFUSED = frozenset({"unauthenticated", "forbidden"})
+# gRPC answers about the request itself: the client's 400, never counted against the breaker. Every other code
+# (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED, ...) is a failure of the dependency.
+GRPC_INVALID_REQUEST = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
+GRPC_CALLER_REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 
 class DownstreamError(ServiceError):
@@ -51,39 +55,43 @@ class BreakerOpen(Exception):
 
 
 class CircuitBreaker:
-    """`failures` consecutive failed calls open the breaker: calls are then refused at once (BreakerOpen) until
-    `reset_s` have passed; the next call is then let through alone as a trial (half-open), and closes the breaker
-    if it succeeds or opens it for another `reset_s` if it fails. Only exceptions for which `is_failure` holds
-    count as failures; any other outcome (an answer, a refusal the dependency sent) counts as a success.
+    """`failures` consecutive failed calls open the breaker: calls are then refused at once (BreakerOpen) for an
+    open period of `reset_s`; the next call is then let through alone as a probe (half-open), and closes the
+    breaker if it succeeds. A failed probe opens it again for twice the previous period, at most `max_reset_s`
+    (exponential backoff while the dependency stays down), so a dependency that comes back is called again within
+    `max_reset_s` at the latest. Only exceptions for which `is_failure` holds count as failures; any other outcome
+    (an answer, a refusal the dependency sent about the request) counts as a success.
 
     Why not a library: pybreaker's `CircuitBreaker.call` (1.4) holds the breaker's lock for the whole call, so a
-    worker has at most one call in flight per dependency and one slow call stalls all others; the `circuitbreaker`
-    package takes no lock at all (its counts race) and lets every caller through once the reset time has passed,
-    where one trial call should go. Here the lock guards only reads and changes of the state; calls run
-    concurrently."""
+    worker has at most one call in flight per dependency and one slow call stalls all others, and its open period
+    is fixed; the `circuitbreaker` package takes no lock at all (its counts race) and lets every caller through
+    once the reset time has passed, where one probe should go; purgatory is built for asyncio. Here the lock
+    guards only reads and changes of the state; calls run concurrently."""
 
     def __init__(self, name: str, *, failures: int, reset_s: float, is_failure: Callable[[Exception], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_reset_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._failures_to_open = failures
         self._reset_s = reset_s
+        self._max_reset_s = max(reset_s, max_reset_s if max_reset_s is not None else reset_s)
         self._is_failure = is_failure
         self._clock = clock
         self._lock = threading.Lock()
         self._consecutive_failures = 0
         self._opened_at: float | None = None  # None while closed
-        self._trial_in_flight = False
+        self._open_for_s = reset_s  # the current open period: grows while probes fail
+        self._probe_in_flight = False
 
     @property
     def state(self) -> str:
-        """`closed`, `open` or `half-open` (a trial call is in flight), as the readiness detail shows it."""
+        """`closed`, `open` or `half-open` (a probe is in flight), as the readiness detail shows it."""
         with self._lock:
             if self._opened_at is None:
                 return "closed"
-            return "half-open" if self._trial_in_flight else "open"
+            return "half-open" if self._probe_in_flight else "open"
 
     def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        is_trial = self._admit()
+        is_probe = self._admit()
         failed: bool | None = None  # stays None if the call was interrupted (e.g. the worker is shutting down)
         try:
             result = function(*args, **kwargs)
@@ -93,52 +101,55 @@ class CircuitBreaker:
             failed = self._is_failure(error)
             raise
         finally:
-            self._settle(is_trial, failed)
+            self._settle(is_probe, failed)
 
     def _admit(self) -> bool:
-        """Whether the call is a trial; BreakerOpen if it may not be made."""
+        """Whether the call is the probe; BreakerOpen if it may not be made."""
         with self._lock:
             if self._opened_at is None:
                 return False
-            open_for = self._opened_at + self._reset_s - self._clock()
-            if open_for > 0 or self._trial_in_flight:
+            open_for = self._opened_at + self._open_for_s - self._clock()
+            if open_for > 0 or self._probe_in_flight:
                 raise BreakerOpen(self.name, retry_after_s=max(1, math.ceil(open_for)))
-            self._trial_in_flight = True
+            self._probe_in_flight = True
             return True
 
-    def _settle(self, is_trial: bool, failed: bool | None) -> None:
+    def _settle(self, is_probe: bool, failed: bool | None) -> None:
         with self._lock:
-            if is_trial:
-                self._trial_in_flight = False
+            if is_probe:
+                self._probe_in_flight = False
             if failed is None:
                 return
             if not failed:
                 self._consecutive_failures = 0
-                if is_trial:
-                    self._opened_at = None
+                if is_probe:
+                    self._opened_at, self._open_for_s = None, self._reset_s
                     log.info("breaker_closed", dependency=self.name)
                 return
             self._consecutive_failures += 1
             # A call that began before the breaker opened and fails after does not extend the open time.
-            if is_trial or (self._opened_at is None and self._consecutive_failures >= self._failures_to_open):
-                self._opened_at = self._clock()
-                log.warning("breaker_opened", dependency=self.name, failures=self._consecutive_failures,
-                            retry_in_s=self._reset_s)
+            if is_probe:
+                self._open_for_s = min(self._open_for_s * 2, self._max_reset_s)
+            elif self._opened_at is not None or self._consecutive_failures < self._failures_to_open:
+                return
+            self._opened_at = self._clock()
+            log.warning("breaker_opened", dependency=self.name, failures=self._consecutive_failures,
+                        retry_in_s=self._open_for_s)
 
 
-def breaker(name: str, *, failures: int, reset_s: float) -> CircuitBreaker:
-    return CircuitBreaker(name, failures=failures, reset_s=reset_s,
+def breaker(name: str, *, failures: int, reset_s: float, max_reset_s: float) -> CircuitBreaker:
+    return CircuitBreaker(name, failures=failures, reset_s=reset_s, max_reset_s=max_reset_s,
                           is_failure=lambda error: isinstance(error, _Failure))
 
 
 class RestDependency:
     def __init__(self, name: str, base_url: str, caller_token: str, *, timeout_s: float,
-                 failures: int, reset_s: float) -> None:
+                 failures: int, reset_s: float, max_reset_s: float | None = None) -> None:
         self.name = name
         # One retry at most: with the timeout it bounds how long a client waits for a 503.
         self._client = ServiceClient(base_url, caller_token=caller_token, read_timeout=timeout_s,
                                      retries=1, retry_methods=READ_METHODS)
-        self._breaker = breaker(name, failures=failures, reset_s=reset_s)
+        self._breaker = breaker(name, failures=failures, reset_s=reset_s, max_reset_s=max_reset_s or reset_s)
 
     def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         """(status, JSON body or None) of a successful call; DownstreamError for its 4xx answers."""
@@ -194,11 +205,12 @@ class NewsDependency:
 
     name = "news"
 
-    def __init__(self, address: str, caller_token: str, *, timeout_s: float, failures: int, reset_s: float) -> None:
+    def __init__(self, address: str, caller_token: str, *, timeout_s: float, failures: int, reset_s: float,
+                 max_reset_s: float | None = None) -> None:
         # GetNews is a read: retried once when the server is unavailable.
         self._client = GrpcClient(address, news_pb2_grpc.NewsServiceStub, caller_token=caller_token,
                                   timeout_s=timeout_s, retries=1)
-        self._breaker = breaker("news", failures=failures, reset_s=reset_s)
+        self._breaker = breaker("news", failures=failures, reset_s=reset_s, max_reset_s=max_reset_s or reset_s)
 
     def get_news(self, username: str, start_token: str, limit: int) -> dict[str, Any]:
         request = news_pb2.GetNewsRequest(username=username, start_token=start_token, limit=limit)
@@ -222,10 +234,16 @@ class NewsDependency:
         try:
             return self._client.call(lambda stub: stub.GetNews, request, idempotent=True)
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            code = error.code()
+            if code in GRPC_INVALID_REQUEST:
+                # The request's own fault (a bad page token, say): that client's 400, not a failure of news.
                 field, _, problem = (error.details() or "").partition(": ")
                 raise InvalidInput(field or "request", problem or "invalid") from None
-            log.warning("downstream_failed", dependency="news", status=error.code().name)
+            if code in GRPC_CALLER_REFUSED:
+                # Our own caller identity was refused: a deployment problem, neither the client's nor an outage.
+                log.error("downstream_refused_caller", dependency="news", status=code.name)
+                raise Unavailable("news is unavailable") from None
+            log.warning("downstream_failed", dependency="news", status=code.name)
             raise _Failure() from error
 
     @property

@@ -1,13 +1,15 @@
-"""Internal REST API of the link service (called by the API gateway). Thin: parse, call a use
-case, render. See README.md for the contract."""
+"""Internal REST API of the link service (called by the API gateway, and by the news service for its
+projection). Thin: parse, call a use case, render. See README.md for the contract."""
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..kit.core.errors import Forbidden
 from ..kit.core.pages import validate_limit
-from ..kit.serving.web import json_fields, json_object, user_blueprint
+from ..kit.serving.callers import CALLER_TOKEN_HEADER
+from ..kit.serving.web import json_fields, json_object, runtime_of_current_app, user_blueprint
 from .domain import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -25,13 +27,28 @@ from .service import LinkService
 LINK_FIELDS = ("url", "title", "description", "tags", "status", "created_at", "updated_at", "checked_at",
                "http_status", "status_reason", "username")
 
+# Who may read any user's links through /internal/v1: the services that keep a projection of links (news' feeds).
+# What they get of a link: what a news item shows, and the times that order and identify its changes.
+PROJECTION_READERS = frozenset({"news"})
+PROJECTION_FIELDS = ("url", "title", "created_at", "updated_at")
+MAX_PROJECTION_PAGE_SIZE = 1000
+
 
 def link_json(link: Link) -> dict[str, Any]:
     return json_fields(link, LINK_FIELDS)
 
 
 def links_blueprint(service: LinkService) -> Blueprint:
-    api = user_blueprint("links", __name__, "/v1/users/<username>/links")
+    """Every route of the service: a user's links (`/v1/users/<username>/links`, on the user's behalf) and the
+    projection readers' view (`/internal/v1/...`)."""
+    routes = Blueprint("links", __name__)
+    routes.register_blueprint(user_links_blueprint(service))
+    routes.register_blueprint(projection_blueprint(service))
+    return routes
+
+
+def user_links_blueprint(service: LinkService) -> Blueprint:
+    api = user_blueprint("user_links", __name__, "/v1/users/<username>/links")
 
     @api.get("")
     def list_links(username: str) -> Response:
@@ -67,3 +84,31 @@ def links_blueprint(service: LinkService) -> Blueprint:
         return jsonify(link_json(link))
 
     return api
+
+
+def projection_blueprint(service: LinkService) -> Blueprint:
+    """Any user's links, most recently changed first, for the projection readers only."""
+    internal = Blueprint("projection", __name__, url_prefix="/internal/v1")
+
+    @internal.before_request
+    def _projection_readers_only() -> None:
+        # The kit has let in any of ALLOWED_CALLERS (401/403 otherwise); these routes serve fewer of them. Runs
+        # before the nested blueprint's checks: a caller that may not read gets 403 whatever it asks.
+        caller = runtime_of_current_app().callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
+        if caller is not None and caller not in PROJECTION_READERS:
+            raise Forbidden(f"caller {caller!r} may not read another service's projection source")
+
+    users = user_blueprint("users", __name__, "/users/<username>/links")
+
+    @users.get("")
+    def recently_changed(username: str) -> Response:
+        links, next_token = service.recently_changed(
+            username,
+            start_token=request.args.get("start_token") or None,
+            limit=validate_limit(request.args.get("limit"), default=DEFAULT_PAGE_SIZE,
+                                 maximum=MAX_PROJECTION_PAGE_SIZE),
+        )
+        return jsonify({"links": [json_fields(link, PROJECTION_FIELDS) for link in links], "next_token": next_token})
+
+    internal.register_blueprint(users)
+    return internal

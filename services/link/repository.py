@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -101,6 +102,18 @@ class PostgresLinkRepository(LinkRepository):
             raise InvalidInput(next(iter(patterns)), "regular expression too expensive to evaluate") from None
         return [_link_from_row(row) for row in self._cursor.fetchall()]
 
+    def recently_changed(self, username: str, after: tuple[datetime, int] | None, limit: int) -> list[Link]:
+        # The user's rows come from links_user_page_idx and are sorted: at most the quota's worth of rows.
+        conditions, params = ["username = %s"], [username]
+        if after is not None:
+            conditions.append("(updated_at, id) < (%s, %s)")
+            params += [after[0], after[1]]
+        self._cursor.execute(
+            f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY updated_at DESC, id DESC LIMIT %s",
+            [*params, limit],
+        )
+        return [_link_from_row(row) for row in self._cursor.fetchall()]
+
     def check_patterns(self, link_filter: LinkFilter) -> None:
         for parameter, pattern in link_filter.patterns().items():
             self._cursor.execute("SAVEPOINT check_pattern")
@@ -170,6 +183,11 @@ class InMemoryLinkRepository(InMemoryStore, LinkRepository):
             )
 
         return sorted(filter(matches, self.rows.values()), key=lambda link: -link.id)[:limit]  # type: ignore[operator]
+
+    def recently_changed(self, username: str, after: tuple[datetime, int] | None, limit: int) -> list[Link]:
+        newest_first = sorted((link for link in self.rows.values() if link.username == username),
+                              key=lambda link: (link.updated_at, link.id), reverse=True)
+        return [link for link in newest_first if after is None or (link.updated_at, link.id) < after][:limit]
 
     def check_patterns(self, link_filter: LinkFilter) -> None:
         for parameter, pattern in link_filter.patterns().items():

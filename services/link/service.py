@@ -5,11 +5,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from ..contracts.events import Event, LinkAdded, LinkDeleted, LinkEvent, LinkUpdated
-from ..kit.core.clock import utc_now
-from ..kit.core.errors import NotFound
-from ..kit.core.pages import decode_page_token, encode_page_token
+from ..kit.core.clock import format_timestamp, parse_timestamp, utc_now
+from ..kit.core.errors import InvalidInput, NotFound
+from ..kit.core.pages import decode_cursor, decode_page_token, encode_cursor, encode_page_token
 from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     CheckResult,
@@ -57,6 +58,11 @@ class LinkRepository(abc.ABC):
         """Links newest first (descending id), only those with id < after_id when given."""
 
     @abc.abstractmethod
+    def recently_changed(self, username: str, after: tuple[datetime, int] | None, limit: int) -> list[Link]:
+        """The user's links, most recently changed first (descending updated_at, then id), only those
+        before `after` (an updated_at and an id) in that order when given."""
+
+    @abc.abstractmethod
     def check_patterns(self, link_filter: LinkFilter) -> None:
         """Raise InvalidInput naming the parameter whose regular expression is invalid."""
 
@@ -87,6 +93,19 @@ class LinkService:
         page = Page(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
         token = encode_page_token(page.next_after_id, link_filter.fingerprint()) if page.next_after_id else None
         return page.links, token
+
+    def recently_changed(self, username: str, *, start_token: str | None,
+                         limit: int) -> tuple[list[Link], str | None]:
+        """One page of the user's links, most recently changed first, and the next page's token (None at the end):
+        what a service keeping a projection of links (news' feeds) rebuilds it from."""
+        listing = ["recently-changed", username]
+        after = _change_position(decode_cursor(start_token, listing))
+        with self._uow() as uow:
+            rows = uow.links.recently_changed(username, after, limit + 1)
+        page = rows[:limit]
+        if len(rows) <= limit:
+            return page, None
+        return page, encode_cursor([format_timestamp(page[-1].updated_at), page[-1].id], listing)
 
     def add_link(self, username: str, new: NewLink) -> Link:
         now = self._now()
@@ -139,6 +158,19 @@ class LinkService:
                 return False
             uow.links.apply_check(result, normalise_url(result.url))
         return True
+
+
+def _change_position(position: Any) -> tuple[datetime, int] | None:
+    """A recently-changed page token's position: [updated_at, id] of the last link of the previous page."""
+    if position is None:
+        return None
+    if (isinstance(position, list) and len(position) == 2 and isinstance(position[0], str)
+            and isinstance(position[1], int) and not isinstance(position[1], bool) and position[1] >= 1):
+        try:
+            return parse_timestamp(position[0]), position[1]
+        except ValueError:
+            pass
+    raise InvalidInput("start_token", "is not a valid page token")
 
 
 def link_event(contract: type[LinkEvent], link: Link) -> Event:

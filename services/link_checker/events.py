@@ -1,6 +1,7 @@
-"""The link checker's event entry point: link added/updated events become checks, whose verdicts it
-publishes as link-checked events (no database, so no outbox: the input is acked only after JetStream
-acknowledged the output)."""
+"""The link checker's event entry point: link added/updated events become checks. A conclusive verdict is
+published as a link-checked event (no database, so no outbox: the input is acked only after JetStream
+acknowledged the output); an inconclusive answer is scheduled again in the retry queue before the input is
+acked. While the checker's own outage pauses judging, messages are handed back to JetStream unchecked."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from ..kit.core.clock import format_timestamp
 from ..kit.core.validation import validate_username
 from ..kit.messaging.consumer import Subscription
 from .domain import CheckRequest, validate_check_url
-from .service import CHECKER_CONSUMER, CheckOutcome, LinkCheckService
+from .service import CHECKER_CONSUMER, CheckerPaused, CheckResult, LinkCheckService, NetworkWatch
 
 
 def check_request_from(data: dict[str, Any], author: str) -> CheckRequest:
@@ -25,13 +26,18 @@ def check_request_from(data: dict[str, Any], author: str) -> CheckRequest:
     )
 
 
-def subscriptions(service: LinkCheckService,
-                  record: Callable[[CheckRequest, CheckOutcome], None]) -> list[Subscription]:
-    """`record` is told about every check answered."""
+def subscriptions(service: LinkCheckService, watch: NetworkWatch,
+                  record: Callable[[CheckRequest, CheckResult], None]) -> list[Subscription]:
+    """`record` is told about every check made."""
 
     def on_link_event(event: Event) -> None:
-        # HostBusy, CheckInProgress, Redis or NATS failures raise: the message is redelivered later.
         request = check_request_from(event.data, event.author)
+        # CheckerPaused, HostBusy, CheckInProgress, Redis or NATS failures raise: the consumer naks the message
+        # with a delay, and JetStream redelivers it later.
+        if watch.paused:
+            status = watch.status()
+            raise CheckerPaused(f"the checker's own network is {'in doubt' if status.state == 'confirming' else 'out'}"
+                                f" ({status.failure}): judging is paused")
         record(request, service.check_link(request, source_event_id=event.event_id))
 
     return [Subscription.to(LinkAdded, LinkUpdated, durable=CHECKER_CONSUMER, handler=on_link_event)]

@@ -2,21 +2,27 @@
 
 Every child runs in its own session, so a Ctrl-C in the terminal reaches only
 the parent, which then stops the children in a deliberate order (services
-first, their servers last). Each child is recorded in a pid file together with
-its start time: if a previous parent was killed and left the child running, the
-next start finds and stops that leftover instead of failing on a busy port or
-a locked data directory. The start time guards against a recycled pid.
+first, their servers last). On Linux a child also dies with its parent: it is
+sent its stop signal when the parent is gone, even when the parent was killed
+with SIGKILL (PR_SET_PDEATHSIG). Each child is recorded in a pid file together
+with its start time: if a previous parent was killed and left the child running
+(elsewhere than on Linux, or a child that ignored the signal), the next start
+finds and stops that leftover instead of failing on a busy port or a locked data
+directory. The start time guards against a recycled pid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 # started within the same tick is not a realistic concern.
 _CREATE_TIME_TOLERANCE = 0.05
 _KILL_WAIT_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,29 @@ def popen_credentials(run_as: RunAs | None) -> PopenCredentials:
         return {}
     # extra_groups=[] drops our supplementary groups as well.
     return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+
+
+def dies_with_parent(death_signal: signal.Signals) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send `death_signal` to the child when its parent dies, however it dies;
+    None where that cannot be had (not Linux, or not the main thread). The kernel ties the signal to the thread
+    that forked the child, not to the process: a child started from a thread that ends would be signalled then.
+    It runs in the child after its user was switched (so it holds for a server run as another user), and uses
+    only what was prepared before the fork."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    number = int(death_signal)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, number, 0, 0, 0)  # should it fail, the pid file still finds a leftover
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(126)
+
+    return preexec
 
 
 def record_process(pid_file: Path, pid: int) -> None:
@@ -84,7 +114,7 @@ def stop_leftover(pid_file: Path, stop_signal: signal.Signals, timeout: float) -
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(stop_signal)
         if not _wait_gone(process, timeout):
-            _kill_group(process.pid)
+            kill_group(process.pid)
             _wait_gone(process, _KILL_WAIT_SECONDS)
     pid_file.unlink(missing_ok=True)
 
@@ -107,7 +137,7 @@ def _wait_gone(process: psutil.Process, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     """SIGKILL the process group led by `pid` (its helpers too, e.g. postgres backends)."""
     try:
         if os.getpgid(pid) == pid:
@@ -131,8 +161,12 @@ class ChildProcess:
         cwd: Path | None = None,
         log_path: Path | None = None,
         run_as: RunAs | None = None,
+        name: str | None = None,
+        bound_to_parent: bool = True,
     ) -> None:
-        """`log_path` receives stdout and stderr (appended); None means they go to ours."""
+        """`log_path` receives stdout and stderr (appended); None means they go to ours. `name` is what messages
+        call the child (the command's file name by default). `bound_to_parent` has the child sent `stop_signal`
+        when we die (Linux)."""
         self.command = list(command)
         self.pid_file = pid_file
         self.stop_signal = stop_signal
@@ -140,7 +174,10 @@ class ChildProcess:
         self.cwd = cwd
         self.log_path = log_path
         self.run_as = run_as
+        self.name = name or Path(self.command[0]).name
+        self.bound_to_parent = bound_to_parent
         self._popen: subprocess.Popen[bytes] | None = None
+        self._asked_to_stop_at: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -167,6 +204,7 @@ class ChildProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=dies_with_parent(self.stop_signal) if self.bound_to_parent else None,
                 **popen_credentials(self.run_as),
             )
         finally:
@@ -180,16 +218,21 @@ class ChildProcess:
             assert self._popen is not None
             with contextlib.suppress(ProcessLookupError):
                 self._popen.send_signal(self.stop_signal)
+            if self._asked_to_stop_at is None:
+                self._asked_to_stop_at = time.monotonic()
 
     def wait_stopped(self, timeout: float) -> int | None:
-        """Wait up to `timeout` for the child to exit, then SIGKILL its process group."""
+        """Wait up to `timeout` for the child to exit, then SIGKILL its process group (and say so)."""
         if self._popen is None:
             return None
         try:
-            return self._popen.wait(timeout)
+            return self._popen.wait(max(0.0, timeout))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0f s, killing it", self.command[0], timeout)
-            _kill_group(self._popen.pid)
+            asked_at = self._asked_to_stop_at
+            waited = time.monotonic() - asked_at if asked_at is not None else timeout
+            log.warning("%s did not stop within %.0f s of %s: killing it (SIGKILL)", self.name, waited,
+                        self.stop_signal.name)
+            kill_group(self._popen.pid)
             return self._popen.wait(_KILL_WAIT_SECONDS)
         finally:
             self.forget_pid_file()

@@ -6,8 +6,12 @@ existing servers), and a local OIDC identity provider for the API gateway (unles
 OIDC_DISCOVERY_URL names one), gives every service its own database role, caller
 token and environment, runs each service as a supervised child process, prints
 one status table once they are ready, and on SIGINT/SIGTERM stops the services
-first and the servers last. All state lives in one data directory, so the next
-`up` finds it as it was. `up(argv)` is the command that builds and runs it.
+first and the servers last, all within 30 s (what does not stop in time is
+killed, and `up` says so). A server that crashes is restarted like a service.
+The children die with `up` even when it is killed (SIGKILL) on Linux; anywhere,
+the next `up` stops what a killed one left running (pid files in the data
+directory). All state lives in one data directory, so the next `up` finds it as
+it was. `up(argv)` is the command that builds and runs it.
 """
 
 from __future__ import annotations
@@ -34,16 +38,18 @@ from delinkcious.local.servers import (
     ServerError,
     ensure_service_database,
 )
-from delinkcious.local.servers.base import Server
+from delinkcious.local.servers.base import Server, StartAbandoned
 from delinkcious.local.status import ServerEndpoint, display_address, gateway_login_url, status_report
-from delinkcious.local.supervisor import SupervisedService, check_all_ready, stop_services
+from delinkcious.local.supervisor import SupervisedServer, SupervisedService, check_all_ready, stop_services
 from delinkcious.local.wiring import GATEWAY, ServiceWiring, service_command, service_environment, services_wiring
 
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 120.0
 _SUPERVISION_TICK = 0.2
-# Servers stop last, the message bus and the cache before the database.
+# Servers stop last, all at once once the services are gone, each killed if it has not stopped in this time
+# (after SERVICE_STOP_TIMEOUT for the services: the whole stop stays under 30 s).
+SERVER_STOP_TIMEOUT = 10.0
 _SERVER_STOP_ORDER = (OidcProviderServer.name, NatsServer.name, RedisServer.name, PostgresServer.name)
 
 
@@ -83,6 +89,7 @@ class LocalRuntime:
         self.services: list[SupervisedService] = []
         self.endpoints: list[ServerEndpoint] = []
         self._started_servers: dict[str, Server] = {}
+        self._supervised_servers: list[SupervisedServer] = []
         self._stop_requested = False
 
     def run(self) -> int:
@@ -91,7 +98,7 @@ class LocalRuntime:
                 self._start()
                 self._supervise()
                 return 0
-            except _StopRequested:
+            except (_StopRequested, StartAbandoned):
                 return 0
             except (ServerError, psycopg2.Error, OSError) as error:
                 log.error("could not start: %s", error)
@@ -185,7 +192,8 @@ class LocalRuntime:
         self._check_stop()
         log.info("starting %s on %s (data in %s)", server.name, server.address, server.data_dir)
         self._started_servers[server.name] = server  # registered first: stopped even if start fails halfway
-        server.start()
+        server.start(abandon=lambda: self._stop_requested)
+        self._supervised_servers.append(SupervisedServer(server))
 
     def _add_endpoint(self, kind: str, url_or_dsn: str, external: bool) -> None:
         self.endpoints.append(ServerEndpoint(kind, display_address(url_or_dsn), external))
@@ -195,6 +203,8 @@ class LocalRuntime:
         reported = False
         while not self._stop_requested:
             now = time.monotonic()
+            for server in self._supervised_servers:
+                server.supervise(now)
             for service in self.services:
                 service.supervise(now)
             if not reported and (check_all_ready(self.services) or now > readiness_deadline):
@@ -214,12 +224,15 @@ class LocalRuntime:
     def _stop(self) -> None:
         self._stop_requested = True  # no restarts from here on
         stop_services(self.services)
-        for name in _SERVER_STOP_ORDER:
-            if server := self._started_servers.get(name):
-                try:
-                    server.stop()
-                except (ServerError, OSError) as error:
-                    log.error("could not stop %s cleanly: %s", name, error)
+        servers = [self._started_servers[name] for name in _SERVER_STOP_ORDER if name in self._started_servers]
+        for server in servers:
+            server.signal_stop()
+        deadline = time.monotonic() + SERVER_STOP_TIMEOUT
+        for server in servers:
+            try:
+                server.wait_stopped(max(0.0, deadline - time.monotonic()))
+            except (ServerError, OSError) as error:
+                log.error("could not stop %s cleanly: %s", server.name, error)
 
 
 def _print(text: str) -> None:

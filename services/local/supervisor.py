@@ -1,7 +1,9 @@
-"""The service processes of a local run: each service runs as a child process with the environment
+"""The processes of a local run, kept running. Each service runs as a child process with the environment
 the runtime gives it, is restarted after it exits with a delay that doubles up to a cap, is probed on
 /healthz/readiness (on its admin port when it has one), and is stopped together with the others under
-one deadline."""
+one deadline, then killed (SIGKILL) if it has not stopped. The servers (PostgreSQL, NATS, Redis, the
+identity provider) are restarted the same way when they crash, without holding up the supervision of
+the rest while one starts again."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delinkcious.local.processes import ChildProcess
-from delinkcious.local.servers.base import answers_ok, reachable_address, url_host
+from delinkcious.local.servers.base import Server, ServerError, answers_ok, reachable_address, url_host
 
 log = logging.getLogger(__name__)
 
-# Longer than a service's own kill timer (GRACEFUL_TIMEOUT + SHUTDOWN_DRAIN_TIMEOUT + 5 = 35 s by default).
-SERVICE_STOP_TIMEOUT = 45.0
+# How long services have to stop after SIGTERM before they are killed. A service gives back the work it can
+# redo at once and finishes the rest; this bounds one whose drain would run longer (the whole of `up`'s stop
+# stays under the 30 s a container platform gives).
+SERVICE_STOP_TIMEOUT = 15.0
+# How long a restarting server has to become ready before it is killed and tried again.
+SERVER_RESTART_TIMEOUT = 60.0
 
 
 @dataclass
@@ -66,8 +72,9 @@ class SupervisedService:
         return f"http://{reachable_address(self.host, port)}/healthz/readiness"
 
     def start(self) -> None:
-        self._child = ChildProcess(self.command, pid_file=self.pid_file, env=self.environment)
-        self._child.start()
+        self._child = ChildProcess(self.command, pid_file=self.pid_file, env=self.environment, name=self.name)
+        # A leftover of a killed `up` gets as long to stop as a service does when `up` stops it.
+        self._child.start(leftover_timeout=SERVICE_STOP_TIMEOUT)
         self._started_at = time.monotonic()
         self._restart_at = None
 
@@ -112,3 +119,51 @@ def stop_services(services: Sequence[SupervisedService], timeout: float = SERVIC
     deadline = time.monotonic() + timeout
     for service in services:
         service.wait_stopped(max(0.0, deadline - time.monotonic()))
+
+
+class SupervisedServer:
+    """A server `up` started: restarted after it exits (a crash, an OOM kill) with the services' back-off.
+
+    A restart only launches the process; each `supervise` call then probes it once, so the services are
+    still supervised (and a stop is still honoured) while the server starts again."""
+
+    def __init__(self, server: Server, restart_timeout: float = SERVER_RESTART_TIMEOUT) -> None:
+        self.server = server
+        self.restart_timeout = restart_timeout
+        self._backoff = RestartBackoff()
+        self._started_at = time.monotonic()
+        self._restart_at: float | None = None
+        self._starting_until: float | None = None  # a relaunched process is not ready yet
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    def supervise(self, now: float) -> None:
+        if self._restart_at is None and (exit_code := self.server.exit_code()) is not None:
+            self.server.wait_stopped(0)  # reaped, pid file forgotten, cleaned up after
+            what = "exited while starting again" if self._starting_until is not None else "exited"
+            self._schedule_restart(now, f"{self.name} {what} with code {exit_code}")
+        elif self._starting_until is not None:
+            if self.server.ready_now():
+                self._starting_until = None
+                log.info("%s is ready again on %s", self.name, self.server.address)
+            elif now > self._starting_until:
+                self.server.stop(timeout=5)
+                self._schedule_restart(now, f"{self.name} was not ready {self.restart_timeout:.0f} s after a restart")
+        if self._restart_at is not None and now >= self._restart_at:
+            self._restart_at = None
+            log.info("restarting %s on %s", self.name, self.server.address)
+            try:
+                self.server.launch()
+            except (ServerError, OSError) as error:
+                self._schedule_restart(now, f"could not restart {self.name}: {error}")
+                return
+            self._started_at = now
+            self._starting_until = now + self.restart_timeout
+
+    def _schedule_restart(self, now: float, reason: str) -> None:
+        self._starting_until = None
+        delay = self._backoff.delay_after(now - self._started_at)
+        log.warning("%s, restarting in %.0f s", reason, delay)
+        self._restart_at = now + delay

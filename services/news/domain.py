@@ -7,6 +7,7 @@ events carry (occurred_at), never by arrival order.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +16,19 @@ from ..kit.core.errors import InvalidInput
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
+
+# The event types a feed item can have (contracts.events.LINK_EVENTS), by what a rebuild needs of them.
+LINK_ADDED, LINK_UPDATED = "link_added", "link_updated"
+
+# How much later than the link's own change time (its created_at or updated_at) the event reporting it can be
+# stamped: the link service takes the change time first, then stamps the event in the same transaction (waits for
+# a pool connection and the user's lock included, bounded by the pool's 5 s and the statement timeout). A rebuilt
+# item stands for the event of the same change, so a feed that holds an item of the same type, author and URL
+# within this long after the change already has it.
+TWIN_WINDOW_MS = 60_000
+
+# Namespace of rebuilt items' ids (uuid5); any fixed UUID would do, it must never change.
+_REBUILT_ITEM_NAMESPACE = uuid.UUID("0b6f3c5e-8f7a-4c1e-9d2a-5e4b7a9c1d03")
 
 
 def to_millis(moment: datetime) -> int:
@@ -47,6 +61,42 @@ class FeedItem:
         data = json.loads(stored)
         return cls(event_id=data["id"], event_type=data["type"], author=data["author"], url=data["url"],
                    title=data["title"], occurred_ms=int(data["at"]))
+
+
+def rebuilt_item(event_type: str, author: str, url: str, title: str, changed_ms: int) -> FeedItem:
+    """The feed item a rebuild writes for a link's change (its creation or its last update), read from the link
+    service: stamped with the change's own time, with an id derived from the change. The same change always gives
+    the same item, so rebuilding twice stores it once, and the consumer of that change's event can recognise it
+    (and put the event's own item in its place)."""
+    item_id = uuid.uuid5(_REBUILT_ITEM_NAMESPACE, json.dumps([event_type, author, url, changed_ms]))
+    return FeedItem(event_id=str(item_id), event_type=event_type, author=author, url=url, title=title,
+                    occurred_ms=changed_ms)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """A link as its owner's service has it now: what a rebuild turns into one feed item."""
+
+    url: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+    def feed_item(self, author: str) -> FeedItem:
+        """The item of the link's last change: its creation, or its last update if it was ever updated (the
+        title it was created with is gone then)."""
+        if self.updated_at != self.created_at:
+            return rebuilt_item(LINK_UPDATED, author, self.url, self.title, to_millis(self.updated_at))
+        return rebuilt_item(LINK_ADDED, author, self.url, self.title, to_millis(self.created_at))
+
+
+@dataclass(frozen=True)
+class FollowEdge:
+    """`follower` follows `followed` since `since_ms`, as the social-graph service has it now."""
+
+    follower: str
+    followed: str
+    since_ms: int
 
 
 @dataclass(frozen=True)

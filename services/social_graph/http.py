@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..kit.core.errors import Forbidden
 from ..kit.core.pages import validate_limit
 from ..kit.core.validation import validate_username
-from ..kit.serving.web import json_fields, json_object, user_blueprint
+from ..kit.serving.callers import CALLER_TOKEN_HEADER
+from ..kit.serving.web import json_fields, json_object, runtime_of_current_app, user_blueprint
 from .domain import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Direction, Follow, FollowRequest
 from .service import SocialGraphService
+
+# Who may read the whole graph through /internal/v1: the services that keep a projection of it (news).
+PROJECTION_READERS = frozenset({"news"})
 
 
 def follow_json(follow: Follow) -> dict[str, str]:
@@ -16,7 +21,16 @@ def follow_json(follow: Follow) -> dict[str, str]:
 
 
 def social_graph_blueprint(service: SocialGraphService) -> Blueprint:
-    api = user_blueprint("social_graph", __name__, "/v1/users/<username>")
+    """Every route of the service: one user's edges (`/v1/users/<username>/...`, on the user's behalf) and the
+    projection readers' view of the whole graph (`/internal/v1/follows`)."""
+    routes = Blueprint("social_graph", __name__)
+    routes.register_blueprint(user_edges_blueprint(service))
+    routes.register_blueprint(projection_blueprint(service))
+    return routes
+
+
+def user_edges_blueprint(service: SocialGraphService) -> Blueprint:
+    api = user_blueprint("user_edges", __name__, "/v1/users/<username>")
 
     def page(username: str, direction: Direction) -> Response:
         usernames, next_token = service.list(
@@ -46,3 +60,25 @@ def social_graph_blueprint(service: SocialGraphService) -> Blueprint:
         return "", 204
 
     return api
+
+
+def projection_blueprint(service: SocialGraphService) -> Blueprint:
+    """The whole graph, oldest edge first, for the projection readers only."""
+    internal = Blueprint("projection", __name__, url_prefix="/internal/v1")
+
+    @internal.before_request
+    def _projection_readers_only() -> None:
+        # The kit has let in any of ALLOWED_CALLERS (401/403 otherwise); these routes serve fewer of them.
+        caller = runtime_of_current_app().callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
+        if caller is not None and caller not in PROJECTION_READERS:
+            raise Forbidden(f"caller {caller!r} may not read the whole graph")
+
+    @internal.get("/follows")
+    def all_follows() -> Response:
+        edges, next_token = service.all_follows(
+            start_token=request.args.get("start_token") or None,
+            limit=validate_limit(request.args.get("limit"), default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE),
+        )
+        return jsonify({"follows": [follow_json(edge) for edge in edges], "next_token": next_token})
+
+    return internal

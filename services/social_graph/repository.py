@@ -70,6 +70,14 @@ class PostgresFollowRepository(FollowRepository, KnownUsers):
         )
         return [_follow_from_row(row) for row in self._cursor.fetchall()]
 
+    def walk(self, after_id: int | None, limit: int) -> list[Follow]:
+        # Keyset on the primary key: each page is a range scan of follows_pkey, however many edges there are.
+        self._cursor.execute(
+            "SELECT id, follower, followed, created_at FROM follows WHERE id > %s ORDER BY id LIMIT %s",
+            (after_id or 0, limit),
+        )
+        return [_follow_from_row(row) for row in self._cursor.fetchall()]
+
     # --- the projection of known users ----------------------------------------------------------
     def contains(self, username: str) -> bool:
         self._cursor.execute("SELECT 1 FROM known_users WHERE username = %s", (username,))
@@ -119,6 +127,9 @@ class InMemoryFollowRepository(InMemoryStore, FollowRepository, KnownUsers):
         newest_first = sorted(self.rows.items(), reverse=True)
         return [edge for edge_id, edge in newest_first
                 if getattr(edge, column) == username and (after_id is None or edge_id < after_id)][:limit]
+
+    def walk(self, after_id: int | None, limit: int) -> list[Follow]:
+        return [edge for edge_id, edge in sorted(self.rows.items()) if after_id is None or edge_id > after_id][:limit]
 
     def contains(self, username: str) -> bool:
         return username in self.known

@@ -16,6 +16,8 @@ from .domain import Direction, Follow, check_can_follow
 # The durable JetStream consumer of user-created events and its idempotency claims share this name.
 KNOWN_USERS_CONSUMER = "social-graph-known-users"
 _MAX_ADD_ATTEMPTS = 5
+# What a page token of the walk over every edge is bound to (no other listing accepts it).
+ALL_FOLLOWS_LISTING = ["all-follows"]
 
 
 # --- ports ------------------------------------------------------------------------------------
@@ -39,6 +41,10 @@ class FollowRepository(abc.ABC):
     def list(self, username: str, direction: Direction, after_id: int | None, limit: int) -> list[Follow]:
         """Edges from `username` ("following") or to it ("followers"), newest first (descending id),
         only those with id < after_id when given."""
+
+    @abc.abstractmethod
+    def walk(self, after_id: int | None, limit: int) -> list[Follow]:
+        """Every user's edges, oldest first (ascending id), only those with id > after_id when given."""
 
 
 class KnownUsers(abc.ABC):
@@ -120,6 +126,18 @@ class SocialGraphService:
         next_token = encode_page_token(page[-1].id, listing) if len(rows) > limit else None  # type: ignore[arg-type]
         other_side = "followed" if direction == "following" else "follower"
         return [getattr(edge, other_side) for edge in page], next_token
+
+    def all_follows(self, *, start_token: str | None, limit: int) -> tuple[list[Follow], str | None]:
+        """One page of every edge, oldest first, and the token of the next page (None at the end): what a
+        service keeping a projection of the graph (news) rebuilds it from. Walking every page returns each
+        edge that existed when the walk began exactly once (if it still exists when its page is read)."""
+        after_id = decode_page_token(start_token, ALL_FOLLOWS_LISTING)
+        with self._uow() as uow:
+            rows = uow.follows.walk(after_id, limit + 1)
+        page = rows[:limit]
+        if len(rows) <= limit:
+            return page, None
+        return page, encode_page_token(page[-1].id, ALL_FOLLOWS_LISTING)  # type: ignore[arg-type]
 
     def record_user_created(self, event_id: str, username: str, occurred_at: datetime) -> bool:
         """Add a user from a user-created event to the projection once; False when it was a redelivery."""

@@ -24,7 +24,8 @@ def gateway(service_environment, internal):
             "caller_token": "gateway-caller-token", "session_secret": "s" * 32,
             "oauth_client_id": "client", "oauth_client_secret": "secret",
             "rate_limit_per_user": "1000/minute", "rate_limit_per_address": "1000/minute",
-            "breaker_failures": 3, "breaker_reset_seconds": 30, "downstream_timeout": 1,
+            "breaker_failures": 3, "breaker_reset_seconds": 30, "breaker_max_reset_seconds": 30,
+            "downstream_timeout": 1,
             **overrides,
         }
         return service_environment.running(DEFINITION, **settings)

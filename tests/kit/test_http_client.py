@@ -21,6 +21,7 @@ class Recorder(BaseHTTPRequestHandler):
     calls: list[tuple[str, dict[str, str]]] = []
     failures_left = 0
     delay = 0.0
+    retry_after: str | None = None
 
     def _answer(self) -> None:
         Recorder.calls.append((self.command, dict(self.headers)))
@@ -28,6 +29,8 @@ class Recorder(BaseHTTPRequestHandler):
         if Recorder.failures_left > 0:
             Recorder.failures_left -= 1
             self.send_response(503)
+            if Recorder.retry_after is not None:
+                self.send_header("Retry-After", Recorder.retry_after)
         else:
             self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -54,7 +57,7 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 @pytest.fixture
 def server():
-    Recorder.calls, Recorder.failures_left, Recorder.delay = [], 0, 0.0
+    Recorder.calls, Recorder.failures_left, Recorder.delay, Recorder.retry_after = [], 0, 0.0, None
     with serving(Recorder) as url:
         yield url
 
@@ -71,6 +74,15 @@ def test_idempotent_requests_are_retried(server):
     Recorder.failures_left = 2
     assert ServiceClient(server, caller_token="t").request("GET", "/x").status_code == 200
     assert len(Recorder.calls) == 3
+
+
+def test_a_retry_does_not_wait_for_the_retry_after_the_service_gave_its_own_clients(server):
+    # Our services answer 503 with `Retry-After: 5` (advice for end clients). An internal read retried after that
+    # long would outlast the caller's own timeout: the retry comes after the client's short backoff instead.
+    Recorder.failures_left, Recorder.retry_after = 1, "5"
+    started = time.monotonic()
+    assert ServiceClient(server, caller_token="t", retries=1).request("GET", "/x").status_code == 200
+    assert len(Recorder.calls) == 2 and time.monotonic() - started < 2
 
 
 def test_non_idempotent_requests_are_not_retried(server):

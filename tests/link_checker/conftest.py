@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import redis
 import trustme
-from delinkcious.link_checker.domain import AddressPolicy, CheckPolicy
+from delinkcious.contracts.events import Event
+from delinkcious.kit.messaging.stopping import StopSignal
+from delinkcious.link_checker.domain import AddressPolicy, CheckPolicy, OutageRule, RetryPolicy
 from delinkcious.link_checker.fetcher import AddressGuard, PinnedHttpFetcher, Resolve, SystemResolver
-from delinkcious.link_checker.redis_store import RedisHostThrottle
-from delinkcious.link_checker.service import UrlChecker
+from delinkcious.link_checker.redis_store import RedisHostThrottle, RedisResultCache, RedisRetryQueue
+from delinkcious.link_checker.service import LinkCheckService, NetworkWatch, UrlChecker
 
 from tests.link_checker.target import TargetServer
 
@@ -72,16 +74,49 @@ def fixed_resolver(table: dict[str, list[str]]) -> Resolve:
 @pytest.fixture
 def make_checker(redis_client: Any, namespace: str) -> Callable[..., UrlChecker]:
     def make(*, allow_private: bool = True, allowed_networks: tuple[Any, ...] = (), resolver: Resolve | None = None,
-             host_interval_s: float = 0.0, max_attempts: int = 3, attempt_timeout_s: float = 0.3,
-             backoff_s: float = 0.05, ca_certs: str | None = None, **policy: Any) -> UrlChecker:
+             host_interval_s: float = 0.0, attempt_timeout_s: float = 0.3, ca_certs: str | None = None,
+             max_redirects: int = 5, stopping: StopSignal | None = None) -> UrlChecker:
         guard = AddressGuard(AddressPolicy(allow_private=allow_private, allowed_networks=allowed_networks),
                              resolver or SYSTEM_RESOLVER)
         return UrlChecker(
-            PinnedHttpFetcher(guard, user_agent=USER_AGENT, ca_certs=ca_certs),
+            PinnedHttpFetcher(guard, user_agent=USER_AGENT, ca_certs=ca_certs, stopping=stopping),
             RedisHostThrottle(redis_client, interval_s=host_interval_s, max_wait_s=5.0, namespace=namespace),
-            CheckPolicy(max_attempts=max_attempts, backoff_initial_s=backoff_s, backoff_max_s=backoff_s * 4,
-                        **policy),
+            CheckPolicy(max_redirects=max_redirects),
             connect_timeout_s=min(1.0, attempt_timeout_s), attempt_timeout_s=attempt_timeout_s,
         )
+
+    return make
+
+
+class Published(list):
+    """The events a service under test published, in order."""
+
+    def __call__(self, event: Event) -> None:
+        self.append(event)
+
+
+# Retries fast enough for a test: 0.1 s, doubling, with jitter.
+FAST_RETRIES = RetryPolicy(max_attempts=4, backoff_initial_s=0.1, backoff_max_s=0.4, retry_after_max_s=2.0,
+                           max_age_s=30.0)
+
+
+def quiet_watch() -> NetworkWatch:
+    """A watch whose rule never suspects anything (tests of checks, not of outages)."""
+    return NetworkWatch(OutageRule(min_checks=10**6), lambda url: None, probe_interval_s=60, probe_timeout_s=1)
+
+
+@pytest.fixture
+def make_service(make_checker: Callable[..., UrlChecker], redis_client: Any, namespace: str) -> Callable[..., Any]:
+    """A LinkCheckService on the real Redis (cache and retry queue in this test's namespace), publishing into
+    a list; returns (service, published, retry queue)."""
+
+    def make(*, ttl_s: float = 60.0, retry_policy: RetryPolicy = FAST_RETRIES, watch: NetworkWatch | None = None,
+             **checker_options: Any) -> tuple[LinkCheckService, Published, RedisRetryQueue]:
+        published = Published()
+        retries = RedisRetryQueue(redis_client, namespace=namespace)
+        service = LinkCheckService(make_checker(**checker_options), RedisResultCache(redis_client, namespace=namespace),
+                                   published, retries, watch or quiet_watch(), retry_policy=retry_policy,
+                                   result_ttl_s=ttl_s, claim_lease_s=5, poll_interval_s=0.02)
+        return service, published, retries
 
     return make

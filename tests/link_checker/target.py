@@ -6,6 +6,11 @@ The first path segment picks the behaviour; the rest of the path only makes URLs
 
   /ok/...               200
   /missing/...          404
+  /gone/...             410
+  /forbidden/...        403 (to HEAD and to GET)
+  /error/...            500
+  /close/...            closes the connection without a word
+  /loop/...             302 to itself
   /no-head/...          HEAD 405, GET 200
   /chain/N/...          302 to /chain/N-1/..., /chain/0/... is 200
   /slow/...             sleeps `slow_s` before answering 200
@@ -17,6 +22,7 @@ The first path segment picks the behaviour; the rest of the path only makes URLs
 """
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -96,6 +102,18 @@ class TargetServer:
             status = 200
         elif route == "missing":
             status = 404
+        elif route == "gone":
+            status = 410
+        elif route == "forbidden":
+            status = 403
+        elif route == "error":
+            status = 500
+        elif route == "close":
+            handler.close_connection = True
+            return
+        elif route == "loop":
+            status = 302
+            headers["Location"] = path
         elif route == "no-head":
             status = 405 if handler.command == "HEAD" else 200
         elif route == "chain":
@@ -138,3 +156,66 @@ class TargetServer:
             handler.wfile.write(body)
         except OSError:
             pass  # the checker gave up waiting (timeouts): nobody is listening any more
+
+
+class SilentServer:
+    """A host that accepts connections and never says a word (the checker's view of a network that is down),
+    until `answer()`: from then on every new connection gets `200 OK` (the network is back). `connections`
+    counts the connections it took."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._listener = socket.socket()
+        self._listener.bind((host, 0))
+        self._listener.listen(64)
+        self._listener.settimeout(0.1)
+        self.host = host
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        self._answering = threading.Event()
+        self._stop = threading.Event()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for connection in self._held:
+            connection.close()
+        self._listener.close()
+
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
+
+    def answer(self) -> None:
+        self._answering.set()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            if not self._answering.is_set():
+                self._held.append(connection)
+                continue
+            threading.Thread(target=self._reply, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def _reply(connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(2)
+            try:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        return
+                    received += chunk
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass

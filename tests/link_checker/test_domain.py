@@ -1,4 +1,5 @@
-"""The link checker's rules, without any I/O: address policy, answers, retries, redirects, events."""
+"""The link checker's rules, without any I/O: address policy, the table of answers (conclusive or
+inconclusive), retries with back-off and jitter, own-outage detection, redirects, events."""
 from __future__ import annotations
 
 import ipaddress
@@ -10,13 +11,26 @@ from delinkcious.contracts.events import derived_event_id
 from delinkcious.kit.core.errors import InvalidInput
 from delinkcious.kit.core.urls import normalise_url
 from delinkcious.link_checker.domain import (
+    CONNECTION,
+    DNS,
+    HOST_NOT_FOUND,
+    HTTP_4XX,
+    HTTP_5XX,
+    HTTP_429,
+    HTTP_OTHER,
+    TIMEOUT,
+    UNREACHABLE,
     AddressPolicy,
     CheckPolicy,
     CheckRequest,
+    Inconclusive,
+    Observation,
+    OutageRule,
     Redirect,
     Reply,
-    Transient,
+    RetryPolicy,
     Verdict,
+    answered,
     parse_networks,
     parse_retry_after,
     redirect_target,
@@ -83,24 +97,44 @@ def test_a_host_is_refused_if_any_of_its_addresses_is():
     assert GUARD.refusal_of_any("10.0.0.7", ["10.0.0.7"]) == "10.0.0.7 is a private address"
 
 
-# --- judging answers ----------------------------------------------------------------------------
-POLICY = CheckPolicy(max_attempts=3, max_redirects=5, backoff_initial_s=1, backoff_max_s=8, retry_after_max_s=30)
+# --- judging answers: conclusive or inconclusive ------------------------------------------------
+POLICY = CheckPolicy(max_redirects=5)
 
 
-@pytest.mark.parametrize("status", [200, 201, 204, 206, 300, 304])
-def test_success_and_final_3xx_are_valid(status):
-    assert POLICY.judge(Reply(status), "http://a.example/", NOW) == Verdict.valid(status)
+@pytest.mark.parametrize("status, expected", [
+    # Conclusive: the link works...
+    (200, Verdict.valid(200)), (201, Verdict.valid(201)), (204, Verdict.valid(204)), (206, Verdict.valid(206)),
+    (300, Verdict.valid(300)), (304, Verdict.valid(304)),
+    (301, Verdict.valid(301)),  # a redirect without a Location is an answer, not a hop
+    # ... or the resource is gone, whoever asks.
+    (404, Verdict.invalid("HTTP 404", 404)), (410, Verdict.invalid("HTTP 410", 410)),
+    # Inconclusive: the server is busy or failing, or refuses the checker rather than the link.
+    (429, Inconclusive("HTTP 429", HTTP_429, 429)),
+    (500, Inconclusive("HTTP 500", HTTP_5XX, 500)), (502, Inconclusive("HTTP 502", HTTP_5XX, 502)),
+    (503, Inconclusive("HTTP 503", HTTP_5XX, 503)), (504, Inconclusive("HTTP 504", HTTP_5XX, 504)),
+    (599, Inconclusive("HTTP 599", HTTP_5XX, 599)),
+    (400, Inconclusive("HTTP 400", HTTP_4XX, 400)), (401, Inconclusive("HTTP 401", HTTP_4XX, 401)),
+    (403, Inconclusive("HTTP 403", HTTP_4XX, 403)), (405, Inconclusive("HTTP 405", HTTP_4XX, 405)),
+    (407, Inconclusive("HTTP 407", HTTP_4XX, 407)), (408, Inconclusive("HTTP 408", HTTP_4XX, 408)),
+    (451, Inconclusive("HTTP 451", HTTP_4XX, 451)),
+    (199, Inconclusive("unexpected HTTP status 199", HTTP_OTHER, 199)),
+    (600, Inconclusive("unexpected HTTP status 600", HTTP_OTHER, 600)),
+])
+def test_the_table_of_answers(status, expected):
+    assert POLICY.judge(Reply(status), "http://a.example/", NOW) == expected
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 451])
-def test_4xx_except_429_is_invalid(status):
-    assert POLICY.judge(Reply(status), "http://a.example/", NOW) == Verdict.invalid(f"HTTP {status}", status)
+def test_only_an_answer_from_the_server_proves_the_network_works():
+    assert answered(Verdict.valid(200)) and answered(Verdict.invalid("HTTP 404", 404))
+    assert not answered(Inconclusive("HTTP 503", HTTP_5XX, 503))
+    assert not answered(Verdict.invalid("host not found: x.example", failure=HOST_NOT_FOUND))
+    assert not answered(Verdict.invalid("refused: 10.0.0.1 is a private address", refused=True))
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 599])
-def test_429_and_5xx_are_transient(status):
-    judged = POLICY.judge(Reply(status, retry_after="7"), "http://a.example/", NOW)
-    assert judged == Transient(f"HTTP {status}", status, 7.0)
+def test_retry_after_is_kept_with_an_inconclusive_answer():
+    judged = POLICY.judge(Reply(503, retry_after="7"), "http://a.example/", NOW)
+    assert judged == Inconclusive("HTTP 503", HTTP_5XX, 503, 7.0)
+    assert POLICY.judge(Reply(429, retry_after="soon"), "http://a.example/", NOW).retry_after_s is None
 
 
 def test_redirects_resolve_relative_locations_and_refuse_other_schemes():
@@ -112,6 +146,7 @@ def test_redirects_resolve_relative_locations_and_refuse_other_schemes():
     assert judged.status == "invalid" and "unsupported" in judged.reason
     assert redirect_target("http://a.example/", "gopher://x") is None
     assert redirect_target("http://a.example/", "http://[::1") is None
+    assert POLICY.too_many_redirects(302) == Inconclusive("more than 5 redirects", "redirects", 302)
 
 
 def test_head_refusals_fall_back_to_get():
@@ -119,19 +154,78 @@ def test_head_refusals_fall_back_to_get():
     assert not any(CheckPolicy.falls_back_to_get(Reply(status)) for status in (200, 404, 500))
 
 
-def test_back_off_doubles_is_capped_and_honours_retry_after_up_to_its_cap():
-    plain = Transient("HTTP 503", 503)
-    assert [POLICY.retry_delay(attempt, plain) for attempt in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
-    assert POLICY.retry_delay(1, Transient("HTTP 429", 429, retry_after_s=5)) == 5
-    assert POLICY.retry_delay(3, Transient("HTTP 429", 429, retry_after_s=2)) == 4
-    assert POLICY.retry_delay(1, Transient("HTTP 429", 429, retry_after_s=3600)) == 30
+# --- trying inconclusive checks again -----------------------------------------------------------
+RETRIES = RetryPolicy(max_attempts=6, backoff_initial_s=10, backoff_max_s=80, retry_after_max_s=300, max_age_s=1000,
+                      jitter=0.5)
+BUSY = Inconclusive("HTTP 503", HTTP_5XX, 503)
 
 
-def test_giving_up_is_invalid_with_the_last_reason():
-    verdict = POLICY.give_up(Transient("HTTP 503", 503), 3)
-    assert verdict == Verdict("invalid", 503, "HTTP 503 (after 3 attempts)")
-    assert verdict.result == "invalid"
-    assert Verdict.invalid("refused: x", refused=True).result == "refused"
+def test_back_off_doubles_up_to_its_cap_with_jitter_of_up_to_half():
+    assert [RETRIES.decide(attempt, 0, BUSY, 0.0).delay_s for attempt in (1, 2, 3, 4, 5)] == [10, 20, 40, 80, 80]
+    assert [RETRIES.decide(attempt, 0, BUSY, 0.999999).delay_s for attempt in (1, 2, 3)] == pytest.approx([5, 10, 20], rel=1e-4)
+    assert RETRIES.decide(2, 0, BUSY, 0.5).delay_s == 15
+    assert RETRIES.shortest_delay_s == 5
+
+
+def test_a_longer_retry_after_is_honoured_up_to_its_cap():
+    assert RETRIES.decide(1, 0, Inconclusive("HTTP 429", HTTP_429, 429, 120.0), 0.0).delay_s == 120
+    assert RETRIES.decide(3, 0, Inconclusive("HTTP 429", HTTP_429, 429, 2.0), 0.0).delay_s == 40
+    assert RETRIES.decide(1, 0, Inconclusive("HTTP 503", HTTP_5XX, 503, 3600.0), 0.0).delay_s == 300
+
+
+def test_a_check_is_given_up_after_its_attempts_or_its_age():
+    assert RETRIES.decide(5, 0, BUSY, 0.0).delay_s == 80
+    last = RETRIES.decide(6, 0, BUSY, 0.0)
+    assert last.delay_s is None and last.why == "6 attempts, all inconclusive"
+    old = RETRIES.decide(3, 980, BUSY, 0.0)  # the next attempt (in 40 s) would pass the 1000 s
+    assert old.delay_s is None and "980 s" in old.why
+    assert RETRIES.decide(3, 950, BUSY, 0.0).delay_s == 40
+
+
+# --- the checker's own outage --------------------------------------------------------------------
+RULE = OutageRule(window_s=60, min_checks=10, threshold=0.8, min_hosts=3)
+
+
+def seen(at: float, host: str, failure: str | None) -> Observation:
+    return Observation(at, host, failure)
+
+
+def test_most_checks_failing_the_same_way_on_several_hosts_is_suspected():
+    observations = [seen(i, f"h{i % 4}.example", TIMEOUT) for i in range(8)] + [
+        seen(8, "ok.example", None), seen(9, "ok2.example", None)]
+    suspicion = RULE.suspicion(observations, now=10)
+    assert (suspicion.failure, suspicion.checks, suspicion.failing, suspicion.hosts) == (TIMEOUT, 10, 8, 4)
+
+
+def test_too_few_checks_too_few_failures_or_one_host_is_no_suspicion():
+    assert RULE.suspicion([seen(i, f"h{i}.example", TIMEOUT) for i in range(9)], now=10) is None
+    assert RULE.suspicion([seen(i, f"h{i}.example", TIMEOUT if i < 7 else None) for i in range(10)], now=10) is None
+    # One dead site with many links is not the checker's outage.
+    assert RULE.suspicion([seen(i, "dead.example" if i < 9 else "h.example", TIMEOUT) for i in range(10)], 10) is None
+
+
+def test_only_the_window_counts():
+    old = [seen(i, f"h{i}.example", TIMEOUT) for i in range(10)]
+    assert RULE.suspicion(old, now=69) is None  # all older than 60 s
+    assert RULE.suspicion(old, now=60).failure == TIMEOUT
+
+
+def test_a_mix_of_unanswered_failures_is_an_unreachable_network():
+    kinds = [TIMEOUT, DNS, CONNECTION, TIMEOUT, DNS, CONNECTION, TIMEOUT, DNS, CONNECTION, None]
+    suspicion = RULE.suspicion([seen(i, f"h{i}.example", kind) for i, kind in enumerate(kinds)], now=10)
+    assert suspicion.failure == UNREACHABLE and suspicion.failing == 9
+    assert RULE.declared_without_probe(UNREACHABLE) and RULE.declared_without_probe(TIMEOUT)
+
+
+def test_answers_that_are_not_network_failures_are_suspected_only_alone_and_need_a_probe():
+    # 5xx from everywhere (an intercepting proxy?) is suspected, but never declared without a probe.
+    fives = RULE.suspicion([seen(i, f"h{i}.example", HTTP_5XX) for i in range(10)], now=10)
+    assert fives.failure == HTTP_5XX and not RULE.declared_without_probe(HTTP_5XX)
+    missing = RULE.suspicion([seen(i, f"h{i}.example", HOST_NOT_FOUND) for i in range(10)], now=10)
+    assert missing.failure == HOST_NOT_FOUND and not RULE.declared_without_probe(HOST_NOT_FOUND)
+    # They do not mix with unanswered failures.
+    mixed = [seen(i, f"h{i}.example", HTTP_5XX if i % 2 else TIMEOUT) for i in range(10)]
+    assert RULE.suspicion(mixed, now=10) is None
 
 
 def test_retry_after_as_seconds_or_http_date():

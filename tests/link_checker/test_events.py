@@ -1,9 +1,10 @@
 """The link checker wired as deployed (real NATS JetStream, real Redis), checking a local web server:
-link events in, link-checked events out, and with the real link service a link goes from pending to
-valid or invalid.
+link events in, link-checked events out for conclusive answers only (an inconclusive one is retried by the
+checker's retry workers), and with the real link service a link goes from pending to valid or invalid.
 
-It runs on a NATS server of this module's own: the durable consumer starts at the beginning of the
-links stream, and the shared server's stream holds every other test's links."""
+It runs on NATS and Redis servers of this module's own: the durable consumer starts at the beginning of the
+links stream (the shared server's stream holds every other test's links), and the retry queue is this
+module's alone."""
 from __future__ import annotations
 
 import uuid
@@ -15,7 +16,7 @@ from delinkcious.contracts.events import LINK_ADDED, LINK_CHECKED, LINK_CHECKS_S
 from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION as LINK
 from delinkcious.link_checker.app import DEFINITION as CHECKER
-from delinkcious.local.servers import NatsServer
+from delinkcious.local.servers import NatsServer, RedisServer
 from prometheus_client import REGISTRY
 
 from tests.support.jetstream import publish_event, read_events, wait_for_events, wait_until
@@ -25,14 +26,27 @@ FAST = {
     "link_checker_allow_private_addresses": True,
     "link_checker_timeout": 0.3,
     "link_checker_connect_timeout": 0.3,
-    "link_checker_backoff_initial": 0.05,
+    "link_checker_backoff_initial": 0.1,
+    "link_checker_backoff_max": 0.4,
+    "link_checker_max_attempts": 3,
     "link_checker_host_interval": 0.0,
+    "link_checker_outage_min_checks": 10000,  # these tests are not about outages
 }
 
 
 @pytest.fixture(scope="module")
 def nats_of_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = NatsServer(tmp_path_factory.mktemp("link-checker-nats"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_of_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = RedisServer(tmp_path_factory.mktemp("link-checker-redis"))
     server.start()
     try:
         yield server.url
@@ -49,8 +63,9 @@ def consumer_exists(runtime: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def checker(service_environment, nats_of_module):
-    with service_environment.running(CHECKER, nats_url=nats_of_module, **FAST) as (runtime, app):
+def checker(service_environment, nats_of_module, redis_of_module):
+    with service_environment.running(CHECKER, nats_url=nats_of_module, redis_url=redis_of_module, **FAST) as (
+            runtime, app):
         assert wait_until(lambda: consumer_exists(runtime))  # it creates the stream it consumes
         yield runtime, app
 
@@ -68,6 +83,14 @@ def link_event(user: str, url: str, subject: str = LINK_ADDED, **extra: Any) -> 
 def consumed(outcome: str) -> float:
     return REGISTRY.get_sample_value("delinkcious_events_consumed_total", {
         "service": "link-checker", "consumer": "link-checker", "outcome": outcome}) or 0.0
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"service": "link-checker", **labels}) or 0.0
+
+
+def checked_events(nats_url: str, user: str) -> list[dict[str, Any]]:
+    return [event for event in read_events(nats_url, LINK_CHECKS_STREAM.name, LINK_CHECKED) if event["username"] == user]
 
 
 def test_link_events_are_answered_with_link_checked_events(checker, nats_of_module, target):
@@ -109,12 +132,46 @@ def test_an_event_that_can_never_be_checked_is_rejected_not_retried(checker, nat
             if event["username"] == user] == []
 
 
+def test_a_timeout_429_or_5xx_publishes_no_verdict_and_is_retried_until_conclusive(checker, nats_of_module, target):
+    user = unique_username()
+    flaky, limited = target.url(f"/flaky/2/{user}"), target.url(f"/limited/{user}")  # 503 503 200; 429 200
+    for url in (flaky, limited):
+        publish_event(nats_of_module, LINK_ADDED, link_event(user, url))
+    events = wait_for_events(nats_of_module, LINK_CHECKS_STREAM.name, LINK_CHECKED, 2, username=user)
+    # One event per link, the conclusive one: had an inconclusive answer been published first, it would be the
+    # one in the stream (a retry's event has the same id, and JetStream drops it as a duplicate).
+    assert sorted((event["url"], event["status"], event["http_status"]) for event in events) == sorted([
+        (flaky, "valid", 200), (limited, "valid", 200)])
+    assert len(target.requests_to(f"/flaky/2/{user}")) == 3 and len(target.requests_to(f"/limited/{user}")) == 2
+    first, second = target.requests_to(f"/limited/{user}")
+    assert second.at - first.at >= 0.95  # Retry-After: 1
+    [flaky_event] = [event for event in events if event["url"] == flaky]
+    assert flaky_event["request_id"] == flaky_event["_headers"]["X-Request-Id"]  # the retry joined the request
+
+
+def test_a_check_that_keeps_timing_out_is_given_up_and_never_published(checker, nats_of_module, target):
+    user = unique_username()
+    given_up_before = sample("delinkcious_link_checks_given_up_total", reason="timeout")
+    timeouts_before = sample("delinkcious_link_checks_inconclusive_total", reason="timeout")
+    publish_event(nats_of_module, LINK_ADDED, link_event(user, target.url(f"/slow/{user}")))
+    assert wait_until(lambda: sample("delinkcious_link_checks_given_up_total", reason="timeout") > given_up_before,
+                      timeout=15)
+    assert len(target.requests_to(f"/slow/{user}")) == 3  # LINK_CHECKER_MAX_ATTEMPTS
+    assert sample("delinkcious_link_checks_inconclusive_total", reason="timeout") >= timeouts_before + 3
+    assert checked_events(nats_of_module, user) == []
+
+
 def test_readiness_and_metrics(checker, nats_of_module, target):
     _runtime, app = checker
     client = app.test_client()
     readiness = client.get("/healthz/readiness")
-    assert readiness.status_code == 200
-    assert {check["name"] for check in readiness.get_json()["checks"]} >= {"redis", "nats"}
+    assert readiness.status_code == 200 and readiness.get_json()["status"] == "ready"
+    checks = {check["name"]: check for check in readiness.get_json()["checks"]}
+    assert set(checks) >= {"redis", "nats", "checker_network"}
+    assert checks["checker_network"]["ok"] and checks["checker_network"]["critical"] is False
+    assert checks["checker_network"]["detail"]["state"] == "healthy"
+    liveness = {check["name"] for check in client.get("/healthz/liveness").get_json()["checks"]}
+    assert liveness >= {"consumers", "retry_workers", "checker_watch"}
 
     user = unique_username()
     publish_event(nats_of_module, LINK_ADDED, link_event(user, target.url(f"/missing/{user}")))
@@ -123,6 +180,8 @@ def test_readiness_and_metrics(checker, nats_of_module, target):
     assert 'delinkcious_link_checks_total{result="invalid",service="link-checker",source="fetched"}' in text
     assert 'delinkcious_link_check_duration_seconds_bucket{le="0.05",result="valid",service="link-checker"}' in text
     assert 'delinkcious_consumer_pending_messages{consumer="link-checker",service="link-checker"}' in text
+    assert 'delinkcious_link_checker_outage{service="link-checker"} 0.0' in text
+    assert 'delinkcious_link_check_retries_pending{service="link-checker"}' in text
 
 
 def test_with_the_link_service_a_link_goes_from_pending_to_checked(checker, service_environment, nats_of_module,

@@ -9,8 +9,8 @@ import pytest
 from delinkcious.contracts.events import LINK_CHECKED, Event
 from delinkcious.kit.observability.context import request_scope
 from delinkcious.link_checker.domain import CheckRequest
-from delinkcious.link_checker.redis_store import RedisHostThrottle, RedisResultCache
-from delinkcious.link_checker.service import HostBusy, LinkCheckService
+from delinkcious.link_checker.redis_store import RedisHostThrottle
+from delinkcious.link_checker.service import HostBusy
 
 from tests.link_checker.conftest import fixed_resolver
 
@@ -54,21 +54,8 @@ def test_checks_of_one_host_are_at_least_the_interval_apart_at_the_server(make_c
     assert time.monotonic() - started < 1.5
 
 
-class Published(list):
-    def __call__(self, event: Event) -> None:
-        self.append(event)
-
-
-def make_service(make_checker, redis_client, namespace, *, ttl_s: float, **checker_options) -> tuple[
-        LinkCheckService, Published]:
-    published = Published()
-    service = LinkCheckService(make_checker(**checker_options), RedisResultCache(redis_client, namespace=namespace),
-                               published, result_ttl_s=ttl_s, claim_lease_s=5, poll_interval_s=0.02)
-    return service, published
-
-
-def test_one_url_saved_by_many_owners_is_fetched_once_per_ttl(make_checker, redis_client, namespace, target):
-    service, published = make_service(make_checker, redis_client, namespace, ttl_s=0.5)
+def test_one_url_saved_by_many_owners_is_fetched_once_per_ttl(make_service, target):
+    service, published, _retries = make_service(ttl_s=0.5)
     path = f"/ok/{uuid.uuid4().hex[:10]}"
     spellings = [target.url(path), target.url(path + "/").replace("http://", "HTTP://"), target.url(path)]
     outcomes = [service.check_link(CheckRequest(owner, url, None), source_event_id=f"{owner}-e")
@@ -85,9 +72,9 @@ def test_one_url_saved_by_many_owners_is_fetched_once_per_ttl(make_checker, redi
     assert again.source == "fetched" and len(target.requests_to(path)) == 2
 
 
-def test_concurrent_checks_of_one_url_fetch_it_once(make_checker, redis_client, namespace, target):
+def test_concurrent_checks_of_one_url_fetch_it_once(make_service, target):
     # HEAD 405 then GET, 0.2 s apart (politeness): the check takes a while, and the others wait for it.
-    service, published = make_service(make_checker, redis_client, namespace, ttl_s=60, host_interval_s=0.2)
+    service, published, _retries = make_service(ttl_s=60, host_interval_s=0.2)
     path = f"/no-head/{uuid.uuid4().hex[:10]}"
     sources: list[str] = []
 
@@ -106,18 +93,18 @@ def test_concurrent_checks_of_one_url_fetch_it_once(make_checker, redis_client, 
     assert len(published) == 5 and {event.data["status"] for event in published} == {"valid"}
 
 
-def test_a_ttl_of_zero_fetches_every_time(make_checker, redis_client, namespace, target):
-    service, _published = make_service(make_checker, redis_client, namespace, ttl_s=0)
+def test_a_ttl_of_zero_fetches_every_time(make_service, target):
+    service, _published, _retries = make_service(ttl_s=0)
     path = f"/ok/{uuid.uuid4().hex[:10]}"
     for owner in ("alice", "bob"):
         assert service.check_link(CheckRequest(owner, target.url(path), None), source_event_id=owner).source == "fetched"
     assert len(target.requests_to(path)) == 2
 
 
-def test_the_published_event_is_the_link_services_contract(make_checker, redis_client, namespace, target):
+def test_the_published_event_is_the_link_services_contract(make_service, target):
     from delinkcious.link.events import check_result_from_event
 
-    service, published = make_service(make_checker, redis_client, namespace, ttl_s=60)
+    service, published, _retries = make_service(ttl_s=60)
     url = target.url(f"/missing/{uuid.uuid4().hex[:10]}")
     request = CheckRequest("alice", url, "2026-01-02T03:04:05.123456Z")
     with request_scope("req-1"):

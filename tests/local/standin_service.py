@@ -71,7 +71,11 @@ def main() -> None:
             pass
 
     server = HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    if os.environ.get("IGNORE_SIGTERM"):
+        # A service stuck in work it will not give up (a consumer that never returns): SIGTERM changes nothing.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     server.serve_forever()
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+import psycopg2
 import pytest
+import redis
 from delinkcious.catalogue import ServiceFacts
 from delinkcious.local.options import default_data_dir, parse_options, select_services
+from delinkcious.local.processes import recorded_process
 from delinkcious.local.secrets import DEVELOPER_CALLER, SecretsLayout, ensure_caller_tokens, ensure_gateway_secrets
 from delinkcious.local.servers import DatabaseAccess, OidcProviderServer, free_port
 from delinkcious.local.status import ServerEndpoint, display_address, status_report
@@ -281,14 +288,16 @@ class UpProcess:
         return self.process.wait(60), "\n".join(self.output)
 
 
-def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, int], crash_marker: Path) -> UpProcess:
+def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, int], crash_marker: Path,
+               **standin_settings: str) -> UpProcess:
     postgres_port, nats_port, redis_port = server_ports
     command = [
         sys.executable, "-c", _DRIVER, str(Path(__file__).with_name("standin_service.py")), str(service_port),
         "--data-dir", str(data_dir), "--postgres-port", str(postgres_port),
         "--nats-port", str(nats_port), "--redis-port", str(redis_port),
     ]  # fmt: skip
-    return UpProcess(command, {**inherited_environment(), "STANDIN__CRASH_MARKER": str(crash_marker)})
+    overrides = {f"STANDIN__{name}": value for name, value in standin_settings.items()}
+    return UpProcess(command, {**inherited_environment(), "STANDIN__CRASH_MARKER": str(crash_marker), **overrides})
 
 
 def inherited_environment() -> dict[str, str]:
@@ -600,3 +609,180 @@ def test_up_uses_the_identity_provider_named_by_oidc_discovery_url(
     assert ["oidc-provider", external_provider.discovery_url, "(external)", "yes"] in rows
     assert not (data_dir / "oidc-provider").exists()
     assert external_provider.running
+
+
+# --------------------------------------------------------------------------------------
+# Stopping in time, dying with `up`, leftovers and crashed servers (real servers, real signals)
+
+SERVERS = ("postgres", "nats", "redis")
+
+
+def pid_files(data_dir: Path) -> dict[str, Path]:
+    """Where `up` records its children: each server in its own directory, the services under run/."""
+    return {**{name: data_dir / name / f"{name}.pid" for name in SERVERS}, "standin": data_dir / "run" / "standin.pid"}
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Running, not a zombie (an orphan's zombie may wait for a reaper that never comes; it holds nothing)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def recorded_children(data_dir: Path) -> dict[str, psutil.Process]:
+    children = {name: recorded_process(path) for name, path in pid_files(data_dir).items()}
+    assert all(children.values()), children
+    return {name: process for name, process in children.items() if process is not None}
+
+
+def kill_all(processes: Iterator[psutil.Process] | list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.fixture
+def up_ports(tmp_path: Path) -> tuple[Path, int, tuple[int, int, int], Path]:
+    """A data directory, the stand-in's port, the servers' ports and a crash marker already there (no crash)."""
+    marker = tmp_path / "crashed-once"
+    marker.touch()
+    return tmp_path / "data", free_port(), (free_port(), free_port(), free_port()), marker
+
+
+def test_up_killed_hard_takes_its_servers_and_services_with_it(up_ports) -> None:
+    data_dir, service_port, server_ports, marker = up_ports
+    first = standin_up(data_dir, service_port, server_ports, marker)
+    children: dict[str, psutil.Process] = {}
+    try:
+        first.wait_for_line("delinkcious is up")
+        children = recorded_children(data_dir)
+        first.process.kill()  # SIGKILL: `up` stops nothing itself
+        first.process.wait(10)
+        assert wait_until(lambda: not any(is_alive(process) for process in children.values()), timeout=15), {
+            name: process.pid for name, process in children.items() if is_alive(process)}
+        assert not any(listening(port) for port in (service_port, *server_ports))
+    finally:
+        kill_all(list(children.values()))
+        if first.process.poll() is None:
+            first.process.kill()
+
+    second = standin_up(data_dir, service_port, server_ports, marker)
+    report, code, transcript = readiness_once_up(second, service_port)
+    assert code == 0, transcript
+    assert (report["postgres_starts"], report["redis_starts"]) == (2, 2)  # same data, same servers' ports
+
+
+def test_up_stops_a_service_that_will_not_stop_in_time_and_the_next_up_stops_a_leftover(up_ports) -> None:
+    """A service stuck in its work ignores SIGTERM: `up` kills it at its deadline and says so, all within 30 s;
+    after `up` itself was killed hard, the stuck service (deaf to the signal it got) is a leftover holding its
+    port, which the next `up` stops through its pid file before starting the service again."""
+    data_dir, service_port, server_ports, marker = up_ports
+    first = standin_up(data_dir, service_port, server_ports, marker, IGNORE_SIGTERM="1")
+    stuck: dict[str, psutil.Process] = {}
+    try:
+        first.wait_for_line("delinkcious is up")
+        stuck = recorded_children(data_dir)
+        first.process.kill()
+        first.process.wait(10)
+        servers = [stuck[name] for name in SERVERS]
+        assert wait_until(lambda: not any(is_alive(process) for process in servers), timeout=15)
+        assert is_alive(stuck["standin"]) and listening(service_port)  # the leftover
+
+        second = standin_up(data_dir, service_port, server_ports, marker, IGNORE_SIGTERM="1")
+        try:
+            second.wait_for_line("delinkcious is up", timeout=90)
+            assert not is_alive(stuck["standin"])
+            assert any(line.startswith(f"[up] stopping leftover process {stuck['standin'].pid} ")
+                       for line in second.output), second.output
+            restarted = recorded_process(pid_files(data_dir)["standin"])
+            assert restarted is not None and restarted.pid != stuck["standin"].pid
+            started = time.monotonic()
+            code, transcript = second.stop()
+            took = time.monotonic() - started
+        finally:
+            if second.process.poll() is None:
+                second.process.kill()
+        assert code == 0, transcript
+        assert took < 30, transcript
+        assert "[up] standin did not stop within 15 s of SIGTERM: killing it (SIGKILL)" in transcript
+        assert not is_alive(restarted)
+        assert not any(listening(port) for port in (service_port, *server_ports))
+    finally:
+        kill_all(list(stuck.values()))
+        if first.process.poll() is None:
+            first.process.kill()
+
+
+def test_up_restarts_a_crashed_server(up_ports) -> None:
+    data_dir, service_port, server_ports, marker = up_ports
+    up = standin_up(data_dir, service_port, server_ports, marker)
+    try:
+        up.wait_for_line("delinkcious is up")
+        for name, port in zip(SERVERS, server_ports, strict=True):
+            crashed = recorded_process(pid_files(data_dir)[name])
+            assert crashed is not None
+            crashed.kill()
+            up.wait_for_line(f"[up] {name} exited with code -9, restarting in 1 s", timeout=20)
+            up.wait_for_line(f"[up] {name} is ready again on 127.0.0.1:{port}", timeout=60)
+            restarted = recorded_process(pid_files(data_dir)[name])
+            assert restarted is not None and restarted.pid != crashed.pid
+        superuser = (data_dir / "postgres" / "superuser-password").read_text().strip()
+        connection = psycopg2.connect(host="127.0.0.1", port=server_ports[0], user="postgres", password=superuser,
+                                      dbname="standin", connect_timeout=5)
+        with contextlib.closing(connection), connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM starts")  # the data survived the crash
+            assert cursor.fetchone() == (1,)
+        assert redis.Redis(port=server_ports[2], socket_timeout=5).get("starts") == b"1"
+    finally:
+        code, transcript = up.stop()
+    assert code == 0, transcript
+
+
+_PARENT = """
+import sys
+from pathlib import Path
+from delinkcious.local.servers import OidcProviderServer
+
+server = OidcProviderServer(Path(sys.argv[1]), port=int(sys.argv[2]))
+server.start()
+print(server.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_the_identity_provider_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    port = free_port()
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path / "provider"), str(port)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    provider: psutil.Process | None = None
+    try:
+        assert parent.stdout is not None
+        provider = psutil.Process(int(parent.stdout.readline()))
+        assert listening(port)
+        parent.kill()
+        parent.wait(10)
+        assert wait_until(lambda: not is_alive(provider), timeout=15)
+        assert not listening(port)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if provider is not None:
+            kill_all([provider])

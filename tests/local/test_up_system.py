@@ -1,19 +1,36 @@
 """`delinkcious up` with the real services: it starts, reports ready, serves, stops cleanly, and a
-second `up` on the same data directory finds everything as it was."""
+second `up` on the same data directory finds everything as it was; a crashed server is restarted and the
+system is ready again; a stop with a link check waiting on a silent host is over within 30 s."""
 from __future__ import annotations
 
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 from delinkcious.contracts.events import LINK_ADDED, LINKS_STREAM
+from delinkcious.local.processes import recorded_process
 from delinkcious.local.servers import free_port
 
-from tests.local.test_runtime import UpProcess, inherited_environment
+from tests.local.test_runtime import UpProcess, inherited_environment, wait_until
 from tests.support.jetstream import read_events
 
+SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway")
+NOISE = ("Traceback", "Task was destroyed", "Event loop is closed", "Exception in thread", "was never awaited")
 
-def start_up(data_dir: Path, ports: dict[str, int]) -> UpProcess:
+
+def free_ports() -> dict[str, int]:
+    return {name: free_port() for name in ("postgres", "nats", "redis", "oidc", "link", "user", "social-graph",
+                                           "news", "news-grpc", "link-checker", "api-gateway", "api-gateway-admin")}
+
+
+def start_up(data_dir: Path, ports: dict[str, int], **environment: str) -> UpProcess:
     command = [
         sys.executable, "-m", "delinkcious.cli", "up", "--data-dir", str(data_dir),
         "--postgres-port", str(ports["postgres"]), "--nats-port", str(ports["nats"]),
@@ -25,13 +42,12 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> UpProcess:
                                "LINK_CHECKER__PORT": str(ports["link-checker"]),
                                "API_GATEWAY__PORT": str(ports["api-gateway"]),
                                "API_GATEWAY__ADMIN_PORT": str(ports["api-gateway-admin"]),
-                               "LINK__MAX_LINKS_PER_USER": "3"})
+                               "LINK__MAX_LINKS_PER_USER": "3", **environment})
 
 
 def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
     data_dir = tmp_path / "data"
-    ports = {name: free_port() for name in ("postgres", "nats", "redis", "oidc", "link", "user", "social-graph",
-                                            "news", "news-grpc", "link-checker", "api-gateway", "api-gateway-admin")}
+    ports = free_ports()
     links_url = f"http://127.0.0.1:{ports['link']}/v1/users/ann/links"
 
     first = start_up(data_dir, ports)
@@ -81,3 +97,104 @@ def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
     finally:
         code, transcript = second.stop()
     assert code == 0, transcript
+
+
+@pytest.fixture
+def web_hosts() -> Iterator[dict[str, Any]]:
+    """Two hosts for the link checker on this machine: one that answers 200, one that accepts connections and
+    never says a word (a slow host); `silent_connections` counts the connections the silent one took."""
+    class Answering(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    answering = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    answering.daemon_threads = True
+    threading.Thread(target=answering.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    silent.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold_connections() -> None:
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                continue
+
+    holder = threading.Thread(target=hold_connections, daemon=True)
+    holder.start()
+    try:
+        yield {"answering": f"http://127.0.0.1:{answering.server_address[1]}",
+               "silent": f"http://127.0.0.1:{silent.getsockname()[1]}", "silent_connections": held}
+    finally:
+        stop.set()
+        holder.join(5)
+        answering.shutdown()
+        answering.server_close()
+        for connection in held:
+            connection.close()
+        silent.close()
+
+
+def readiness(port: int) -> int:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz/readiness", timeout=2).status_code
+    except requests.RequestException:
+        return 0
+
+
+def test_up_restarts_crashed_servers_and_stops_in_time_with_a_check_in_flight(tmp_path, web_hosts):
+    data_dir = tmp_path / "data"
+    ports = free_ports()
+    ops_ports = {**{name: ports[name] for name in SERVICES}, "api-gateway": ports["api-gateway-admin"]}
+    links_url = f"http://127.0.0.1:{ports['link']}/v1/users/ann/links"
+    up = start_up(data_dir, ports, LINK_CHECKER__LINK_CHECKER_ALLOW_PRIVATE_ADDRESSES="true",
+                  LINK_CHECKER__LINK_CHECKER_TIMEOUT="30")
+    try:
+        up.wait_for_line("delinkcious is up", timeout=120)
+        headers = {"Delinkcious-Caller-Token": (data_dir / "secrets" / "callers" / "developer").read_text().strip()}
+
+        # A crashed PostgreSQL, NATS or Redis is restarted, and every service is ready again.
+        for server in ("postgres", "nats", "redis"):
+            crashed = recorded_process(data_dir / server / f"{server}.pid")
+            assert crashed is not None
+            crashed.kill()
+            up.wait_for_line(f"[up] {server} exited with code -9, restarting in 1 s", timeout=20)
+            up.wait_for_line(f"[up] {server} is ready again", timeout=60)
+            assert wait_until(lambda: all(readiness(port) == 200 for port in ops_ports.values()), timeout=60), {
+                name: readiness(port) for name, port in ops_ports.items()}
+
+        # Writes go through PostgreSQL, the outbox and NATS to the checker and back: the link becomes valid.
+        added = requests.post(links_url, json={"url": f"{web_hosts['answering']}/fine", "title": "Fine"},
+                              headers=headers, timeout=10)
+        assert added.status_code == 201, added.text
+
+        def status_of_fine() -> str | None:
+            links = requests.get(links_url, headers=headers, timeout=10).json()["links"]
+            return next((link["status"] for link in links if link["url"].endswith("/fine")), None)
+
+        assert wait_until(lambda: status_of_fine() == "valid", timeout=30), status_of_fine()
+
+        # The checker now waits on a host that never answers (for up to 30 s an attempt); `up` is stopped.
+        added = requests.post(links_url, json={"url": f"{web_hosts['silent']}/slow", "title": "Slow"},
+                              headers=headers, timeout=10)
+        assert added.status_code == 201, added.text
+        assert wait_until(lambda: web_hosts["silent_connections"], timeout=30)
+    finally:
+        started = time.monotonic()
+        code, transcript = up.stop()
+        took = time.monotonic() - started
+    assert code == 0, transcript
+    assert took < 30, transcript
+    for noise in NOISE:
+        assert noise not in transcript, transcript
+    assert not any(recorded_process(data_dir / server / f"{server}.pid") for server in ("postgres", "nats", "redis"))

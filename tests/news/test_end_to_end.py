@@ -1,5 +1,6 @@
 """The news service as deployed (`delinkcious serve news`: gRPC + ops side port), fed by the real
-link and social-graph services through NATS JetStream, with feeds in a real Redis."""
+link and social-graph services through NATS JetStream (and able to rebuild from them over HTTP), with feeds
+in a real Redis."""
 from __future__ import annotations
 
 import signal
@@ -10,28 +11,20 @@ import grpc
 import pytest
 from delinkcious.contracts.news.v1 import news_pb2, news_pb2_grpc
 from delinkcious.kit.core.clock import format_timestamp, utc_now
-from delinkcious.link.app import DEFINITION as LINK
 from delinkcious.local.servers import free_port
-from delinkcious.social_graph.app import DEFINITION as SOCIAL_GRAPH
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.news.owners import news_environment
 from tests.support.jetstream import publish_event, wait_until
 from tests.support.process import ServedService
 from tests.support.services import unique_username
-from tests.support.user_service import StandInUserService
 
 
 @pytest.fixture(scope="module")
-def news(service_environment, redis_url, tmp_path_factory):
+def news(service_environment, redis_url, owners, tmp_path_factory):
     grpc_port = free_port()
-    served = ServedService("news", {
-        "NATS_URL": service_environment.nats_url,
-        "REDIS_URL": redis_url,
-        "GRPC_PORT": str(grpc_port),
-        "TRUSTED_CALLERS_DIR": str(service_environment.callers_dir),
-        "ALLOWED_CALLERS": "api-gateway",
-        "LOG_FORMAT": "json",
-    }, tmp_path_factory.mktemp("news") / "news.log")
+    served = ServedService("news", news_environment(service_environment, owners, redis_url, grpc_port),
+                           tmp_path_factory.mktemp("news") / "news.log")
     try:
         served.wait_ready()
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
@@ -43,14 +36,8 @@ def news(service_environment, redis_url, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def services(service_environment):
-    stand_in = StandInUserService().start()
-    token = (service_environment.callers_dir / "api-gateway").read_text()
-    with service_environment.running(LINK) as (_, link_app), \
-            service_environment.running(SOCIAL_GRAPH, user_service_url=stand_in.url, caller_token=token) \
-            as (_, graph_app):
-        yield link_app.test_client(), graph_app.test_client(), stand_in
-    stand_in.stop()
+def services(owners):
+    return owners.link, owners.graph, owners.users
 
 
 def get_news(news, username: str, caller: str = "api-gateway", service_environment=None, **request):

@@ -278,3 +278,63 @@ def test_failed_unit_of_work_leaves_nothing_behind(service, backend, user_factor
     assert all_pages(service, ann, "following") == [bob]
     assert kinds(backend.events_for(ann)) == ["followed"]
     assert not backend.known(carol)
+
+
+def walk_all(service: SocialGraphService, limit: int) -> list[Follow]:
+    edges: list[Follow] = []
+    token = None
+    while True:
+        page, token = service.all_follows(start_token=token, limit=limit)
+        assert len(page) <= limit
+        edges += page
+        if token is None:
+            return edges
+
+
+def test_the_walk_over_every_edge_returns_each_once_oldest_first(service, user_factory):
+    ann, bob, cat = user_factory(), user_factory(), user_factory()
+    ours = [(ann, bob), (bob, ann), (cat, ann), (ann, cat), (cat, bob)]
+    for follower, followed in ours:
+        service.follow(follower, followed)
+    service.unfollow(cat, ann)
+    for limit in (1, 2, 3, 1000):
+        edges = walk_all(service, limit)
+        ids = [edge.id for edge in edges]
+        assert ids == sorted(ids) and len(ids) == len(set(ids)), limit  # the backend may hold other tests' edges
+        mine = [(edge.follower, edge.followed) for edge in edges if {edge.follower, edge.followed} <= {ann, bob, cat}]
+        assert mine == [(ann, bob), (bob, ann), (ann, cat), (cat, bob)], limit
+        assert all(edge.created_at.tzinfo is not None for edge in edges)
+
+
+def test_the_walk_finds_edges_added_while_it_runs_at_its_end(service, user_factory):
+    ann, bob, cat = user_factory(), user_factory(), user_factory()
+    service.follow(ann, bob)
+    service.follow(bob, ann)
+    first, token = service.all_follows(start_token=None, limit=1)
+    assert token is not None
+    seen = list(first)
+    service.follow(cat, ann)  # after the walk began: newer than every position, so still ahead of it
+    while token is not None:
+        page, token = service.all_follows(start_token=token, limit=1)
+        seen += page
+    pairs = [(edge.follower, edge.followed) for edge in seen]
+    assert pairs.count((ann, bob)) == pairs.count((bob, ann)) == 1 and pairs[-1] == (cat, ann)
+
+
+@pytest.mark.parametrize("token", ["garbage", "e30", "eyJhIjogMCwgImYiOiAiIn0"])
+def test_a_bad_walk_token_is_invalid_input(service, token):
+    with pytest.raises(InvalidInput) as raised:
+        service.all_follows(start_token=token, limit=10)
+    assert raised.value.field == "start_token"
+
+
+def test_a_token_of_another_listing_does_not_continue_the_walk(service, user_factory):
+    ann = user_factory()
+    for _ in range(3):
+        service.follow(ann, user_factory())
+    _, list_token = service.list(ann, "following", start_token=None, limit=1)
+    with pytest.raises(InvalidInput, match="another listing"):
+        service.all_follows(start_token=list_token, limit=10)
+    _, walk_token = service.all_follows(start_token=None, limit=1)
+    with pytest.raises(InvalidInput, match="another listing"):
+        service.list(ann, "following", start_token=walk_token, limit=1)

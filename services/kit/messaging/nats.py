@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -26,6 +27,9 @@ from ..observability.logs import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+# Time for the tasks left on the loop at close to finish once cancelled.
+_LOOP_FINISH_S = 2.0
 
 
 class NatsUnavailable(ConnectionError):
@@ -52,20 +56,65 @@ class NatsConnection:
         self._connect_task = asyncio.run_coroutine_threadsafe(self._connect_forever(), self._loop)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Drain the connection (what is queued goes out, subscriptions end), then stop the loop: every task still
+        on it is cancelled and awaited and the loop is closed, so nothing is left pending at exit. Bounded by
+        `timeout` (a broker that does not answer gets the connection closed instead of drained)."""
         self._closing = True
+        deadline = time.monotonic() + timeout
+        if not self._thread.is_alive():
+            if self._thread.ident is None and not self._loop.is_closed():
+                self._loop.close()  # never started
+            return
+        try:
+            self.run(self._disconnect(max(0.1, timeout - 0.5)), timeout=timeout)
+        except Exception as exc:  # closing a broken connection must not block shutdown
+            log.warning("nats_close_failed", error=str(exc) or type(exc).__name__)
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:
+            pass  # already closed
+        self._thread.join(timeout=max(0.1, deadline - time.monotonic()) + _LOOP_FINISH_S)
+
+    async def _disconnect(self, timeout: float) -> None:
         if self._connect_task is not None:
             self._connect_task.cancel()
-        if self._client is not None and not self._client.is_closed:
+        client = self._client
+        if client is None or client.is_closed:
+            return
+        try:
+            await asyncio.wait_for(client.drain(), timeout)
+        except Exception as exc:
+            log.warning("nats_close_failed", error=str(exc) or type(exc).__name__)
+        if not client.is_closed:
             try:
-                self.run(self._client.drain(), timeout=timeout)
-            except Exception as exc:  # closing a broken connection must not block shutdown
-                log.warning("nats_close_failed", error=str(exc))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=timeout)
+                await asyncio.wait_for(client.close(), 1.0)
+            except Exception:
+                pass  # the loop's tasks are cancelled next, whatever the client still holds
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._finish_loop()
+
+    def _finish_loop(self) -> None:
+        """Cancel and await what is left on the stopped loop (as asyncio.run does at its end), then close it."""
+        loop = self._loop
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=_LOOP_FINISH_S))
+            for task in pending:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a failure of a task being shut down is no news
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except Exception as exc:
+            log.warning("nats_close_failed", error=str(exc) or type(exc).__name__)
+        finally:
+            loop.close()
 
     async def _connect_forever(self) -> None:
         delay = 0.2
@@ -145,7 +194,12 @@ class NatsConnection:
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run a coroutine on the connection's loop from any other thread and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the loop is closed: the connection was closed
+            coroutine.close()
+            raise NatsUnavailable("the NATS connection is closed") from None
+        return future.result(timeout)
 
     def check(self) -> dict[str, Any]:
         """Readiness check: connected, and the streams this service uses exist."""

@@ -40,7 +40,8 @@ GRPC_DURATION = Histogram("delinkcious_grpc_request_duration_seconds", "Time fro
 EVENTS_PUBLISHED = Counter("delinkcious_events_published_total",
                            "Events published to JetStream (acknowledged by the server).", ["service", "subject"])
 EVENTS_CONSUMED = Counter("delinkcious_events_consumed_total",
-                          "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried.",
+                          "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried, abandoned "
+                          "(given back at shutdown).",
                           ["service", "consumer", "outcome"])
 EVENT_HANDLING_DURATION = Histogram("delinkcious_event_handling_duration_seconds",
                                     "Time spent handling one consumed event.", ["service", "consumer"],
@@ -63,6 +64,19 @@ CONSUMER_PENDING = Gauge("delinkcious_consumer_pending_messages",
                          "Messages of a durable consumer not yet acknowledged: waiting to be delivered plus delivered "
                          "and unacknowledged (JetStream num_pending + num_ack_pending).", ["service", "consumer"],
                          multiprocess_mode="livemax")
+
+# Projections rebuilt from the services that own their facts (news' follower projection and feeds).
+PROJECTION_REBUILDS = Counter(
+    "delinkcious_projection_rebuilds_total",
+    "Rebuilds of a projection from the services that own its facts, by what started them (startup, periodic, "
+    "noticed, command) and how they ended (completed, failed, aborted).", ["service", "trigger", "outcome"])
+PROJECTION_REBUILD_DURATION = Histogram(
+    "delinkcious_projection_rebuild_duration_seconds", "Time a completed rebuild of a projection took.",
+    ["service"], buckets=(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0))
+PROJECTION_COMPLETE = Gauge(
+    "delinkcious_projection_complete",
+    "1 while the projection's store holds its generation marker (known complete), 0 while it is missing (a new or "
+    "emptied store, being rebuilt).", ["service"], multiprocess_mode="livemax")
 
 # Link checks (link-checker).
 LINK_CHECKS = Counter("delinkcious_link_checks_total",

@@ -5,21 +5,32 @@ broker builds its own runtime (pool, NATS connection, relay, consumers) in each 
 service with neither (the API gateway) is built once in the master, before it forks: the workers share the
 built app's memory instead of each building (and so writing to) a copy of it. Such a service's `build` must
 open nothing (no connection, no thread); the kit's clients open theirs on first use, in the worker. Either
-way each worker starts its runtime after the fork. On SIGTERM gunicorn stops accepting, finishes in-flight
-requests within GRACEFUL_TIMEOUT, and each worker then stops its consumers, drains the outbox and closes its
-pools; the master exits 0.
+way each worker starts its runtime after the fork. On SIGTERM gunicorn stops accepting and each worker's
+consumers stop fetching (work that can be redone gives way); in-flight requests finish within GRACEFUL_TIMEOUT,
+and each worker then lets its consumers finish, drains the outbox and closes its pools; the master exits 0.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
+import json
 import math
 import os
 import shutil
+import signal
+import socket
+import ssl
 import sys
+import threading
+import time
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.gthread import ThreadWorker
 
 from ..core.errors import Unavailable
 from ..observability.logs import configure_logging, get_logger
@@ -44,6 +55,127 @@ class _StructlogGunicornLogger(GunicornLogger):
         self.access_log.disabled = True
 
 
+# --- gunicorn's own refusals in the JSON error shape --------------------------------------------
+def _refusal(exc: BaseException, cfg: Any) -> tuple[int, str, str, str] | None:
+    """(status, reason, code, message) of a request gunicorn refuses before the app sees it; None for a failure
+    that is not the client's (gunicorn's own 500)."""
+    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName,
+                        http_errors.ConfigurationProblem)):
+        return None  # the app's or the deployment's fault, not the client's
+    if isinstance(exc, http_errors.LimitRequestLine):
+        return 414, "URI Too Long", "uri_too_long", f"request line longer than {cfg.limit_request_line} bytes"
+    if isinstance(exc, http_errors.LimitRequestHeaders):
+        return (431, "Request Header Fields Too Large", "header_fields_too_large",
+                f"request headers: more than {cfg.limit_request_fields} fields or a field longer than "
+                f"{cfg.limit_request_field_size} bytes")
+    if isinstance(exc, http_errors.UnsupportedTransferCoding):
+        return 501, "Not Implemented", "not_implemented", f"request: {exc}"
+    if isinstance(exc, http_errors.ExpectationFailed):
+        return 417, "Expectation Failed", "expectation_failed", f"request: {exc}"
+    if isinstance(exc, (http_errors.ForbiddenProxyRequest, ssl.SSLError)):
+        return 403, "Forbidden", "forbidden", "request forbidden"
+    if isinstance(exc, http_errors.ParseException):
+        # A malformed request line, method, version, header, chunk or proxy line. Its text is cut short: it
+        # quotes what the client sent.
+        return 400, "Bad Request", "invalid_input", f"request: malformed ({str(exc)[:200]})"
+    return None
+
+
+def _write_json_error(sock: Any, status: int, reason: str, body: dict[str, str]) -> None:
+    payload = json.dumps(body).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode("latin-1")
+    gunicorn_util.write_nonblock(sock, head + payload)
+
+
+# --- a stop that loses no accepted connection ----------------------------------------------------
+# How long a stopping worker still takes connections from the listener's queue: the ones that were queued when
+# the stop began and the handshakes that were under way (new ones are no longer let in, _refuse_new_connections).
+STOP_ACCEPT_SETTLE_S = 0.3
+_SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+# A classic BPF socket filter, run by the kernel on the listening socket's packets (the TCP header first): a
+# segment with SYN and without ACK (a new connection's first packet) is dropped, anything else passes.
+_DROP_NEW_CONNECTIONS = (
+    _SockFilter(0x30, 0, 0, 13),          # ldb [13]: the TCP flags
+    _SockFilter(0x54, 0, 0, 0x12),        # and #(SYN|ACK)
+    _SockFilter(0x15, 0, 1, 0x02),        # jeq #SYN: drop, else accept
+    _SockFilter(0x06, 0, 0, 0),           # ret #0: drop
+    _SockFilter(0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: accept whole
+)
+
+
+def _refuse_new_connections(listener: Any) -> bool:
+    """Let no new connection into `listener`'s queue, while the connections already in it (and handshakes under
+    way) stay and can still be accepted. Closing a listener resets every connection still queued in it, although
+    the client has sent its request on it; with new connections kept out, the stopping workers empty the queue
+    first (ThreadWorker below). A client's SYN that was dropped is retried by its kernel and refused (ECONNREFUSED)
+    once the listener is closed: nothing was sent, the client may go elsewhere. Linux only; elsewhere (or if the
+    kernel refuses the filter) a stop is as gunicorn's, False."""
+    if not hasattr(socket, "AF_INET") or getattr(listener, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    program = (_SockFilter * len(_DROP_NEW_CONNECTIONS))(*_DROP_NEW_CONNECTIONS)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                            bytes(_SockFprog(len(_DROP_NEW_CONNECTIONS), program)))
+    except OSError:
+        return False
+    return True
+
+
+class _StoppingArbiter(Arbiter):
+    def stop(self, graceful: bool = True) -> None:
+        # As gunicorn decides whether the listeners are ours alone (no re-exec'd master nor systemd sharing them).
+        if graceful and self.reexec_pid == self.master_pid == 0 and not self.systemd and not self.cfg.reuse_port:
+            for listener in self.LISTENERS:
+                _refuse_new_connections(listener)
+        super().stop(graceful)
+
+
+class ServiceWorker(ThreadWorker):
+    """gunicorn's gthread worker, with its own refusals (request line or headers too long, a malformed request) in
+    the JSON error shape `{"message", "code"}` instead of an HTML page, and a stop that takes every connection
+    still queued in the listener before it closes it."""
+
+    _settled = False
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        refusal = _refusal(exc, self.cfg)
+        if refusal is None:
+            self.log.exception("Error handling request")
+            status, reason, code, message = 500, "Internal Server Error", "internal", "internal error"
+        else:
+            status, reason, code, message = refusal
+            self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], str(exc)[:200])
+        try:
+            _write_json_error(client, status, reason, {"message": message, "code": code})
+        except Exception:
+            self.log.debug("Failed to send error message.")
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled and not self.alive and self._accepting and not self._settled:
+            # Stopping: the listener keeps being polled (its accept callback takes each queued connection, which
+            # is served with `Connection: close`) until the queue has settled, then this worker closes its copy.
+            self._settled = True
+            deadline = time.monotonic() + STOP_ACCEPT_SETTLE_S
+            while (remaining := deadline - time.monotonic()) > 0 and self.nr_conns < self.worker_connections:
+                self.wait_for_and_dispatch_events(timeout=remaining)
+            super().set_accept_enabled(False)
+            for listener in self.sockets:
+                listener.close()  # the kernel refuses new connections once every process has closed its copy
+            return
+        super().set_accept_enabled(enabled)
+
+
 class ServiceApplication(BaseApplication):
     def __init__(self, definition: ServiceDefinition, settings: Any) -> None:
         self.definition = definition
@@ -55,7 +187,7 @@ class ServiceApplication(BaseApplication):
         options = {
             "bind": [f"{s.host}:{s.port}", *([f"{s.host}:{s.admin_port}"] if s.admin_port else [])],
             "workers": s.web_workers,
-            "worker_class": "gthread",
+            "worker_class": ServiceWorker,  # gthread, with JSON refusals and a stop that loses no connection
             "threads": s.web_threads,
             # The master kills workers this long after SIGTERM: room for the HTTP drain, then the
             # consumers/outbox drain, then closing the broker connection.
@@ -76,6 +208,14 @@ class ServiceApplication(BaseApplication):
         }
         for key, value in options.items():
             self.cfg.set(key, value)
+
+    def run(self) -> None:
+        """BaseApplication.run, with an arbiter whose graceful stop keeps new connections out first."""
+        try:
+            _StoppingArbiter(self).run()
+        except RuntimeError as error:
+            print(f"\nError: {error}\n", file=sys.stderr, flush=True)
+            sys.exit(1)
 
     def load(self) -> Any:
         global _worker_runtime
@@ -105,6 +245,22 @@ def _pre_fork(server: Any, worker: Any) -> None:
 def _post_worker_init(worker: Any) -> None:
     if _worker_runtime is not None:
         _worker_runtime.start()
+        if _worker_runtime.consumers is not None:
+            _consumers_stop_fetching_on_sigterm(worker, _worker_runtime)
+
+
+def _consumers_stop_fetching_on_sigterm(worker: Any, runtime: ServiceRuntime) -> None:
+    """gunicorn's SIGTERM handler stops the worker accepting connections; the consumers stop fetching at the same
+    moment (and work that can be redone gives way), not only once the HTTP drain is over."""
+    gunicorn_handler = worker.handle_exit
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        gunicorn_handler(signum, frame)
+        # The stop request takes locks, which the interrupted thread may hold: it runs in a thread of its own.
+        threading.Thread(target=runtime.request_stop, name="stop-request", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: in-flight system calls are not disturbed
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

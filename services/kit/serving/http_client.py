@@ -174,7 +174,9 @@ class ServiceClient:
             backoff_factor=0.2,
             allowed_methods=retry_methods,
             status_forcelist=(502, 503, 504),
-            respect_retry_after_header=True,
+            # A service's Retry-After (5 s for a 503) is advice for end clients; an internal read that waited
+            # that long before its retry would outlast its caller's timeout. The backoff above is used instead.
+            respect_retry_after_header=False,
             raise_on_status=False,
         )
         pool_class = _HTTPSPool if url.scheme == "https" else _HTTPPool

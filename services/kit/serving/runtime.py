@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...contracts.events import StreamSpec
+from ..messaging.stopping import StopSignal
 from ..observability.health import Check, Health
 from ..observability.logs import get_logger
 from .callers import CallerAuthenticator
@@ -88,6 +89,9 @@ class ServiceRuntime:
         self.nats: NatsConnection | None = None
         self.outbox: OutboxRelay | None = None
         self.consumers: ConsumerGroup | None = None
+        # Raised at SIGTERM, before anything stops: work that can be redone waits through it and gives way at
+        # once (see kit.messaging.stopping); a service's `build` hands it to its adapters.
+        self.stopping = StopSignal()
         self.callers = (CallerAuthenticator.disabled() if definition.public or not settings.serves_internal_callers
                         else self._caller_authenticator(settings))
         self._on_stop: list[Callable[[], None]] = []
@@ -169,7 +173,8 @@ class ServiceRuntime:
         from ..messaging.consumer import ConsumerGroup
 
         self.consumers = ConsumerGroup(
-            self.name, self.nats, subscriptions, max_in_flight=self.settings.consumer_max_in_flight
+            self.name, self.nats, subscriptions, max_in_flight=self.settings.consumer_max_in_flight,
+            stopping=self.stopping,
         )
         self.health.add_liveness_check(Check("consumers", self._thread_check(self.consumers.is_alive)))
 
@@ -198,9 +203,18 @@ class ServiceRuntime:
         self.health.mark_started()
         log.info("service_started")
 
+    def request_stop(self) -> None:
+        """The first step of a stop, taken as soon as SIGTERM arrives; returns at once. Readiness turns 503, the
+        consumers stop fetching, and work that can be redone gives way (its message is redelivered). Not from a
+        signal handler itself (it takes locks): from the thread that waits for the signal, or one started by it."""
+        self.health.mark_stopping()
+        self.stopping.request()
+        if self.consumers is not None:
+            self.consumers.begin_stop()
+
     def stop(self, timeout: float) -> None:
         """Graceful stop once HTTP has drained: finish messages, flush the outbox, close pools."""
-        self.health.mark_stopping()
+        self.request_stop()
         budget = max(1.0, timeout)
         if self.consumers is not None:
             # Half for the consumers and half for the outbox drain; all of it when there is no outbox.

@@ -3,17 +3,22 @@ the JSON error shape, health endpoints and /metrics. A service adds only its own
 from __future__ import annotations
 
 import functools
+import io
+import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Request as FlaskRequest
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.utils import cached_property
 
 from ..core.clock import format_timestamp
 from ..core.errors import InvalidInput, ServiceError, Unavailable
-from ..core.validation import validate_username
+from ..core.validation import check_json_depth, check_json_text, check_text, validate_username
 from ..observability import metrics
 from ..observability.context import REQUEST_ID_HEADER, enter_request, leave_request
 from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
@@ -43,7 +48,9 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
                setup: list[Callable[[Flask], None]] = ()) -> Flask:
     """The service's app: its blueprints plus, unless `ops` is False, /healthz/* and /metrics."""
     app = Flask(runtime.name)
+    app.request_class = BoundedRequest
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_request_bytes
+    app.json = CheckedJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["delinkcious.runtime"] = runtime
 
@@ -77,6 +84,38 @@ def create_wsgi(runtime: ServiceRuntime, blueprints: list[Blueprint],
         return app(environ, start_response)
 
     return by_listener
+
+
+class BoundedRequest(FlaskRequest):
+    """A request whose body is at most MAX_REQUEST_BYTES however it is sent. Werkzeug checks a declared
+    Content-Length up front, but a body of unknown length (chunked) it cuts at the limit without a word: the
+    handler would see the first MAX_REQUEST_BYTES of it as if it were the whole body. Here such a body is read up
+    to one byte past the limit: more than the limit is a 413, anything else is the whole body."""
+
+    @cached_property
+    def stream(self) -> Any:  # type: ignore[override]
+        limit = self.max_content_length
+        if self.content_length is not None or limit is None or not self.environ.get("wsgi.input_terminated"):
+            return super().stream  # a declared length (checked by Werkzeug), or no body the server would give us
+        body = self.environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:
+            raise RequestEntityTooLarge()
+        return io.BytesIO(body)
+
+
+class CheckedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with the kit's rules for what a client sends (every `request.get_json()` of every service
+    goes through it): nesting at most MAX_JSON_DEPTH levels, checked before parsing, and no string (key or value)
+    with a NUL character or an unpaired UTF-16 surrogate, which no store keeps. Each is a 400 naming the field
+    (InvalidInput is not a ValueError, so `get_json(silent=True)` does not hide it)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        # As json.loads decodes bytes: UTF-8/16/32 by detection, a surrogate kept for the check below.
+        text = s.decode(json.detect_encoding(s), "surrogatepass") if isinstance(s, (bytes, bytearray)) else s
+        check_json_depth(text)
+        value = json.loads(text, **kwargs)
+        check_json_text(value)
+        return value
 
 
 def runtime_of(app: Flask) -> ServiceRuntime:
@@ -122,6 +161,23 @@ def _begin_request(runtime: ServiceRuntime) -> None:
         caller = runtime.callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
         if caller:
             bind_contextvars(caller=caller)
+        _check_parameters()
+
+
+def _check_parameters() -> None:
+    """Query, path and form parameters hold text a store can keep (kit.core.validation.check_text): a NUL byte
+    (`%00`) in a regex filter or a name is the client's 400 here, in every service, before any handler or database
+    sees it. (Werkzeug decodes a query's invalid UTF-8 as U+FFFD, so a surrogate cannot come this way; JSON bodies
+    are checked as they are parsed, CheckedJSONProvider.)"""
+    sources = [request.args, request.view_args or {}]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sources.append(request.form)
+    for source in sources:
+        items = source.items(multi=True) if hasattr(source, "getlist") else source.items()
+        for name, value in items:
+            check_text(name, "parameter names")
+            if isinstance(value, str):
+                check_text(value, name)
 
 
 def _end_request(_error: BaseException | None) -> None:

@@ -1,10 +1,13 @@
 """Running a worker service: consumers (and gRPC, if it has any) in one process, with /healthz and
-/metrics on a small HTTP side port. On SIGTERM: readiness goes 503, gRPC stops taking calls and
-finishes in-flight ones, consumers finish and ack what they were doing, then pools close; exit 0."""
+/metrics on a small HTTP side port. On SIGTERM, at once: readiness goes 503, the consumers stop fetching and
+work that can be redone gives way (its message is redelivered elsewhere). Then gRPC stops taking calls and
+finishes in-flight ones (GRACEFUL_TIMEOUT) while the handlers that cannot be redone finish and are acked
+(SHUTDOWN_DRAIN_TIMEOUT from the signal, both at once); the connection and pools close; exit 0."""
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -58,11 +61,14 @@ def run_worker(definition: ServiceDefinition, settings: Any) -> int:
              grpc_port=settings.grpc_port if grpc_server else None)
 
     stop_requested.wait()
+    stopping_since = time.monotonic()
     log.info("worker_stopping")
-    runtime.health.mark_stopping()
+    # At once, before the gRPC drain: consumers stop fetching and work that can be redone gives way.
+    runtime.request_stop()
     if grpc_server is not None:
         grpc_server.stop(grace=settings.graceful_timeout)
-    runtime.stop(timeout=settings.shutdown_drain_timeout)
+    # The handlers have been finishing since the signal, beside the gRPC drain: their time counts from it.
+    runtime.stop(timeout=settings.shutdown_drain_timeout - (time.monotonic() - stopping_since))
     ops.shutdown()
     ops.server_close()
     return 0

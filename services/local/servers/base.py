@@ -39,6 +39,10 @@ class ServerError(RuntimeError):
     """A server could not be prepared or did not become ready."""
 
 
+class StartAbandoned(ServerError):
+    """Asked to stop while a server was starting."""
+
+
 # --------------------------------------------------------------------------------------
 # Addresses and probes
 
@@ -145,13 +149,24 @@ class Server(ABC):
     def address(self) -> str:
         return f"{url_host(self.host)}:{self.port}"
 
-    def start(self, timeout: float = 30) -> None:
-        """Start the server (no-op if running) and return once it serves clients."""
+    def start(self, timeout: float = 30, abandon: Callable[[], bool] | None = None) -> None:
+        """Start the server (no-op if running) and return once it serves clients. While it starts, `abandon`
+        is asked every few milliseconds whether to give up (StartAbandoned, the server stopped)."""
         if self.running:
             return
+        self.launch(timeout)
+        try:
+            self._wait_until_ready(time.monotonic() + timeout, abandon)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("%s is ready on %s", self.name, self.address)
+
+    def launch(self, leftover_timeout: float = 30) -> None:
+        """Start the server's process and return at once (`ready_now` tells when it serves clients)."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # A server left running by a killed predecessor goes first: it holds the port and the data.
-        stop_leftover(self.pid_file, self.stop_signal, timeout)
+        stop_leftover(self.pid_file, self.stop_signal, leftover_timeout)
         self._prepare()
         self._child = ChildProcess(
             self._command(),
@@ -161,25 +176,41 @@ class Server(ABC):
             cwd=self.data_dir,
             log_path=self.log_path,
             run_as=self._run_as(),
+            name=self.name,
         )
-        self._child.start(leftover_timeout=timeout)
-        try:
-            self._wait_until_ready(time.monotonic() + timeout)
-        except BaseException:
-            self.stop()
-            raise
-        log.info("%s is ready on %s", self.name, self.address)
+        self._child.start(leftover_timeout=leftover_timeout)
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has exited (crashed, or killed), else None."""
+        return self._child.poll() if self._child is not None else None
+
+    def ready_now(self) -> bool:
+        """Whether the running process serves clients now (one cheap probe)."""
+        return self.running and self._is_ready()
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server gracefully (SIGKILL after `timeout`); no-op if not running."""
+        self.signal_stop()
+        self.wait_stopped(timeout)
+
+    def signal_stop(self) -> None:
+        """Ask the server to stop; returns at once."""
+        if self._child is not None:
+            self._child.signal_stop()
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait up to `timeout` for a server asked to stop, then SIGKILL it (and say so)."""
         if self._child is None:
             return
-        self._child.stop(timeout)
+        self._child.wait_stopped(timeout)
         self._child = None
+        self._after_stop()
 
-    def _wait_until_ready(self, deadline: float) -> None:
+    def _wait_until_ready(self, deadline: float, abandon: Callable[[], bool] | None = None) -> None:
         assert self._child is not None
         while True:
+            if abandon is not None and abandon():
+                raise StartAbandoned(f"{self.name} was stopped while starting")
             exit_code = self._child.poll()
             if exit_code is not None:
                 raise ServerError(f"{self.name} exited with code {exit_code} while starting{self._log_tail()}")
@@ -198,6 +229,9 @@ class Server(ABC):
 
     def _prepare(self) -> None:
         """Anything needed before the first start (directories, initialisation)."""
+
+    def _after_stop(self) -> None:
+        """Anything to clean up once the process is gone."""
 
     def _environment(self) -> dict[str, str] | None:
         return None  # inherit ours

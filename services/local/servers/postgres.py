@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -74,8 +75,8 @@ class PostgresServer(Server):
         self._socket_dir: Path | None = None
         self._temporary_socket_dir: Path | None = None
 
-    def start(self, timeout: float = 60) -> None:
-        super().start(timeout)
+    def start(self, timeout: float = 60, abandon: Callable[[], bool] | None = None) -> None:
+        super().start(timeout, abandon)
 
     @property
     def admin_dsn(self) -> str:
@@ -86,8 +87,7 @@ class PostgresServer(Server):
     def ensure_database(self, name: str, secrets_dir: Path) -> DatabaseAccess:
         return ensure_service_database(self.admin_dsn, name, secrets_dir)
 
-    def stop(self, timeout: float = 30) -> None:
-        super().stop(timeout)
+    def _after_stop(self) -> None:
         self._remove_temporary_socket_dir()
 
     def _prepare(self) -> None:
