@@ -32,12 +32,12 @@ def subscriptions(service: LinkCheckService, watch: NetworkWatch,
 
     def on_link_event(event: Event) -> None:
         request = check_request_from(event.data, event.author)
-        # CheckerPaused, HostBusy, CheckInProgress, Redis or NATS failures raise: the consumer naks the message
-        # with a delay, and JetStream redelivers it later.
+        # CheckerPaused comes back after a probe interval (RetryLater); HostBusy, CheckInProgress, Redis or NATS
+        # failures raise: the consumer naks the message with a growing delay, and JetStream redelivers it later.
         if watch.paused:
             status = watch.status()
             raise CheckerPaused(f"the checker's own network is {'in doubt' if status.state == 'confirming' else 'out'}"
-                                f" ({status.failure}): judging is paused")
+                                f" ({status.failure}): judging is paused", watch.probe_interval_s)
         record(request, service.check_link(request, source_event_id=event.event_id))
 
     return [Subscription.to(LinkAdded, LinkUpdated, durable=CHECKER_CONSUMER, handler=on_link_event)]

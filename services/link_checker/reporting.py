@@ -7,35 +7,19 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import Counter, Gauge
-
 from ..kit.core.clock import format_timestamp
 from ..kit.observability import metrics
 from ..kit.observability.logs import get_logger
+from ..kit.observability.metrics import (
+    LINK_CHECK_RETRIES_PENDING,
+    LINK_CHECKER_OUTAGE,
+    LINK_CHECKS_GIVEN_UP,
+    LINK_CHECKS_INCONCLUSIVE,
+)
 from .domain import CheckRequest
 from .service import CheckResult, Deferred, GivenUp, NetworkStatus, NetworkWatch, PendingCheck, Published
 
 log = get_logger(__name__)
-
-# The link checker's own metrics (docs/metrics.md's dictionary). They belong in kit/observability/metrics.py
-# with delinkcious_link_checks_total; they are defined here while the kit is changed by others.
-LINK_CHECKS_INCONCLUSIVE = Counter(
-    "delinkcious_link_checks_inconclusive_total",
-    "Link check attempts that said nothing about the link (no verdict published; tried again later), by reason: "
-    "timeout, connection, network, dns, tls, http_429, http_5xx, http_4xx, http_other, redirects, and "
-    "host_not_found or tls_name_mismatch while the checker's own network is in doubt.", ["service", "reason"])
-LINK_CHECKS_GIVEN_UP = Counter(
-    "delinkcious_link_checks_given_up_total",
-    "Link checks given up without a verdict (too many inconclusive attempts, or too old), by the reason of the "
-    "last attempt: the link keeps its last conclusive status.", ["service", "reason"])
-LINK_CHECK_RETRIES_PENDING = Gauge(
-    "delinkcious_link_check_retries_pending",
-    "Inconclusive checks waiting in the retry queue for their next attempt (one queue in Redis shared by every "
-    "replica: aggregate with max).", ["service"], multiprocess_mode="livemax")
-LINK_CHECKER_OUTAGE = Gauge(
-    "delinkcious_link_checker_outage",
-    "1 while the link checker recognises an outage of its own network and judges no link, else 0.", ["service"],
-    multiprocess_mode="livemax")
 
 # How each change of the checker's network state is logged.
 _WATCH_LEVELS = {

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ..contracts.events import Event, LinkChecked, derived_event_id
 from ..kit.core.clock import parse_timestamp, utc_now
+from ..kit.core.errors import RetryLater
 from ..kit.core.request_id import current_request_id
 from ..kit.core.urls import normalise_url
 from .domain import (
@@ -96,8 +97,9 @@ class CheckInProgress(Exception):
     """Another replica is checking the same URL and has not finished in time: try the message later."""
 
 
-class CheckerPaused(Exception):
-    """The checker recognised its own outage and judges nothing until it is over: try the message later."""
+class CheckerPaused(RetryLater):
+    """The checker recognised its own outage and judges nothing until it is over: the message comes back after a
+    probe interval, when the outage may be over."""
 
 
 class ResultCache(abc.ABC):
@@ -249,6 +251,10 @@ class NetworkStatus:
     trial: bool  # an outage with nothing trusted to probe: checks are let through as the probe
     checks: int  # fetched checks in the window
     failing: int  # of which failed (any kind)
+
+    @property
+    def probe_interval_s(self) -> float:
+        return self._probe_interval_s
 
     @property
     def paused(self) -> bool:

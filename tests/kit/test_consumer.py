@@ -108,3 +108,33 @@ def test_the_backlog_of_a_durable_consumer_is_a_gauge(nats_url):
         gate.set()
         group.stop(timeout=10)
         connection.close(timeout=5)
+
+
+def test_a_handler_asking_for_its_message_later_gets_it_back_after_that_delay(nats_url):
+    """RetryLater is not a failure: the message is nak'ed with the handler's delay and counted `deferred`."""
+    from delinkcious.kit.core.errors import RetryLater
+
+    stream, subject = fresh_stream()
+    seen: list[float] = []
+
+    def paused_once(handled: Event) -> None:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            raise RetryLater("paused for a moment", 1.5)
+
+    connection = NatsConnection(nats_url, client_name="kit-test", streams=[stream])
+    connection.start()
+    assert wait_until(lambda: connection.ready)
+    publish_event(nats_url, subject, event(1))
+    group = ConsumerGroup("kit-test", connection, [Subscription(stream, (subject,), "kit-later", paused_once)],
+                          max_in_flight=2)
+    group.start()
+    try:
+        assert wait_until(lambda: len(seen) == 2, timeout=10), seen
+        assert 1.3 <= seen[1] - seen[0] < 5.0, seen  # the handler's delay, not the failure back-off's 1 s
+        deferred = REGISTRY.get_sample_value("delinkcious_events_consumed_total",
+                                             {"service": "kit-test", "consumer": "kit-later", "outcome": "deferred"})
+        assert deferred == 1.0
+    finally:
+        group.stop(timeout=10)
+        connection.close(timeout=5)

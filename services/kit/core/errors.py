@@ -66,3 +66,14 @@ class Unavailable(ServiceError, status=503, code="unavailable"):
     def __init__(self, message: str, *, retry_after: int = 5):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RetryLater(Exception):
+    """Not a failure: a message's handler cannot do its work yet (a worker that paused itself) and asks for the
+    message again in `delay_s` seconds. The consumer naks it with that delay and counts it `deferred`, without the
+    failure's warning and growing back-off."""
+
+    def __init__(self, reason: str, delay_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay_s = delay_s

@@ -35,7 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ...contracts.events import Event, EventContract, InvalidEvent, StreamSpec
-from ..core.errors import InvalidInput, NotFound
+from ..core.errors import InvalidInput, NotFound, RetryLater
 from ..observability import metrics
 from ..observability.context import adopt_request_id, presented_in, request_scope
 from ..observability.logs import bind_contextvars, bound_contextvars, get_logger
@@ -315,6 +315,13 @@ class ConsumerGroup:
             log.warning("event_abandoned", event_id=event.event_id, reason="still being handled at the stop deadline")
             await self._give_back(message, quiet_at[0])
             raise
+        except RetryLater as exc:
+            outcome = "deferred"
+            log.info("event_deferred", event_id=event.event_id, reason=exc.reason, retry_in_s=exc.delay_s)
+            try:
+                await message.nak(delay=exc.delay_s)
+            except Exception:
+                pass  # not acked: the server redelivers after ack_wait anyway
         except _PERMANENT_ERRORS as exc:
             outcome = "rejected"
             log.error("event_rejected", event_id=event.event_id, error=str(exc))

@@ -40,8 +40,8 @@ GRPC_DURATION = Histogram("delinkcious_grpc_request_duration_seconds", "Time fro
 EVENTS_PUBLISHED = Counter("delinkcious_events_published_total",
                            "Events published to JetStream (acknowledged by the server).", ["service", "subject"])
 EVENTS_CONSUMED = Counter("delinkcious_events_consumed_total",
-                          "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried, abandoned "
-                          "(given back at shutdown).",
+                          "Events taken from JetStream, by outcome: processed, duplicate, rejected (poison), retried, "
+                          "deferred (asked for later), abandoned (given back at shutdown).",
                           ["service", "consumer", "outcome"])
 EVENT_HANDLING_DURATION = Histogram("delinkcious_event_handling_duration_seconds",
                                     "Time spent handling one consumed event.", ["service", "consumer"],
@@ -86,6 +86,23 @@ LINK_CHECK_DURATION = Histogram("delinkcious_link_check_duration_seconds",
                                 "Time to check one URL by fetching it: every attempt, redirect, back-off and "
                                 "politeness wait.", ["service", "result"],
                                 buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0))
+LINK_CHECKS_INCONCLUSIVE = Counter(
+    "delinkcious_link_checks_inconclusive_total",
+    "Link check attempts that said nothing about the link (no verdict published; tried again later), by reason: "
+    "timeout, connection, network, dns, tls, http_429, http_5xx, http_4xx, http_other, redirects, and "
+    "host_not_found or tls_name_mismatch while the checker's own network is in doubt.", ["service", "reason"])
+LINK_CHECKS_GIVEN_UP = Counter(
+    "delinkcious_link_checks_given_up_total",
+    "Link checks given up without a verdict (too many inconclusive attempts, or too old), by the reason of the "
+    "last attempt: the link keeps its last conclusive status.", ["service", "reason"])
+LINK_CHECK_RETRIES_PENDING = Gauge(
+    "delinkcious_link_check_retries_pending",
+    "Inconclusive checks waiting in the retry queue for their next attempt (one queue in Redis shared by every "
+    "replica: aggregate with max).", ["service"], multiprocess_mode="livemax")
+LINK_CHECKER_OUTAGE = Gauge(
+    "delinkcious_link_checker_outage",
+    "1 while the link checker recognises an outage of its own network and judges no link, else 0.", ["service"],
+    multiprocess_mode="livemax")
 
 
 def render_latest() -> tuple[bytes, str]:
