@@ -14,7 +14,8 @@
 #               the full suite (no local targets) against its published port, then `down -v`.
 #     cluster   the real single-node Kubernetes (k8s/cluster): the chart installed by k8s/install.sh with
 #               `--dry-run=server`, then for real (`--wait`); `helm test`; the black-box suite through a port-forward; a rolling restart of the link
-#               Deployment while the smoke and links suites run in a loop (no failed request); `helm uninstall`.
+#               Deployment while the smoke and links suites run in a loop (no failed request); two replicas of every
+#               service and one pod of each deleted under the same load (no failed request); `helm uninstall`.
 # Whatever fails, what a stage started is stopped in a trap (compose down, cluster down). Each stage's time is
 # printed at the end. Caches: ${XDG_CACHE_HOME:-$HOME/.cache}/delinkcious (tools, Kubernetes binaries, the base
 # file system) and buildah's image storage.
@@ -244,8 +245,8 @@ cluster_down() {
 }
 
 port_forwards=()
-forward() {  # SERVICE LOCAL:REMOTE...: port-forward in the background until the stage ends
-  kube -n "$NAMESPACE" port-forward --address 127.0.0.1 "svc/$1" "${@:2}" >"$WORK/port-forward-$1.log" 2>&1 &
+forward() {  # svc/NAME|pod/NAME LOCAL:REMOTE...: port-forward in the background until the stage ends
+  kube -n "$NAMESPACE" port-forward --address 127.0.0.1 "$1" "${@:2}" >"$WORK/port-forward-${1#*/}.log" 2>&1 &
   port_forwards+=($!)
   local port=${2%%:*} deadline=$((SECONDS + 30))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
@@ -289,10 +290,11 @@ cluster() {
   log "helm test"
   helm_ test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout 5m | tee "$WORK/helm-test.log"
 
-  forward "$RELEASE-api-gateway" 8080:8080 9400:9400
+  forward "svc/$RELEASE-api-gateway" 8080:8080 9400:9400
   suite http://127.0.0.1:8080 integration-test | tee "$WORK/cluster-suite.log"
   rolling_restart link
   stop_forwards
+  pods_deleted_under_load
 
   log "helm uninstall"
   helm_ uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 5m
@@ -321,6 +323,50 @@ rolling_restart() {  # DEPLOYMENT: restarted while the smoke and links suites ru
   done
   wait "$rollout" || { cat "$WORK/rollout.log" >&2; die "rollout of $deployment"; }
   log "rolling restart of $deployment: $runs suite runs until the old pods were gone, no failed request"
+}
+
+# Two replicas of every service, then one pod of each deleted while the suites that use it run again and again
+# through the gateway: no request may fail. The port-forward is bound to one gateway pod, so for the gateway
+# itself the other replica is deleted (the Service then sends everything to the one left).
+pods_deleted_under_load() {
+  local service deployment victim runs gateway_pod pods
+  for service in $(service_names); do
+    kube -n "$NAMESPACE" scale "deployment/$RELEASE-$service" --replicas 2 >/dev/null
+  done
+  for service in $(service_names); do
+    kube -n "$NAMESPACE" rollout status "deployment/$RELEASE-$service" --timeout 5m >/dev/null
+  done
+  mapfile -t pods < <(pods_of "$RELEASE-api-gateway")  # not `| head`: pipefail would take its SIGPIPE for a failure
+  gateway_pod=${pods[0]}
+  forward "$gateway_pod" 8080:8080 9400:9400
+  for service in $(service_names); do
+    deployment=$RELEASE-$service
+    mapfile -t pods < <(pods_of "$deployment")
+    victim=${pods[0]}
+    [[ $service != api-gateway || $victim != "$gateway_pod" ]] || victim=${pods[1]}
+    kube -n "$NAMESPACE" delete "$victim" --wait=false >/dev/null
+    runs=0
+    while old_pods_remain "$victim" || ((runs < 2)) || ! replicas_ready "$deployment" 2; do
+      suite http://127.0.0.1:8080 integration-test/test_smoke.py integration-test/test_links.py \
+        integration-test/test_social.py integration-test/test_news.py -x \
+        || die "a request failed while $victim was deleted (run $((runs + 1)))"
+      runs=$((runs + 1))
+    done
+    log "$victim deleted under load: $runs suite runs until it was replaced, no failed request"
+  done
+  stop_forwards
+}
+
+pods_of() {  # DEPLOYMENT: its pods, as pod/NAME, one a line
+  local selector
+  # shellcheck disable=SC2016  # a Go template, not shell
+  selector=$(kube -n "$NAMESPACE" get "deployment/$1" \
+    -o go-template='{{range $k, $v := .spec.selector.matchLabels}}{{$k}}={{$v}},{{end}}')
+  kube -n "$NAMESPACE" get pods -l "${selector%,}" --field-selector=status.phase=Running -o name
+}
+
+replicas_ready() {  # DEPLOYMENT N: N replicas ready
+  [[ $(kube -n "$NAMESPACE" get "deployment/$1" -o jsonpath='{.status.readyReplicas}') == "$2" ]]
 }
 
 old_pods_remain() {  # NAMES: any of these pods still exists (terminating or not)
