@@ -27,10 +27,63 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 LinkStatus = Literal["pending", "valid", "invalid"]
 # The event types a feed shows are the link events of contracts/events.py.
 NewsEventType = Literal[tuple(contract.event_type for contract in LINK_EVENTS)]  # type: ignore[valid-type]
-LinkUrl = Annotated[str, Field(max_length=2048, json_schema_extra={"format": "uri"})]
-LinkTitle = Annotated[str, Field(min_length=1, max_length=500)]
-LinkDescription = Annotated[str, Field(max_length=5000)]
-Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=50)]
+
+# What the link service accepts, said as JSON Schema: the gateway validates every request with these models
+# before passing it on, and tests/api_gateway/test_openapi_agreement.py sends schemathesis' valid and invalid
+# requests through both, so the document, the gateway and the link service cannot drift apart. The patterns use
+# only what ECMA-262 (the document's readers) and Rust's regex crate (pydantic's validator) read alike: explicit
+# \xHH and \uHHHH ranges, no \s, no \d, no flags.
+#
+# Whitespace is what the link service trims (Python's str.isspace); control characters are Unicode's Cc.
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_VISIBLE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"  # whitespace or control
+# Characters whose NFKC form holds one of / ? # @ : (e.g. U+FF0F FULLWIDTH SOLIDUS): a URL's host may not have them
+# (Python's urlsplit refuses them there: they would change the host once normalised).
+NFKC_URL_DELIMITERS = (r"\u2047-\u2049\u2100\u2101\u2105\u2106\u2a74\ufe13\ufe16\ufe55\ufe56\ufe5f\ufe6b\uff03\uff0f"
+                       r"\uff1a\uff1f\uff20")
+_PORT = r"(?:0*(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
+# An absolute http(s) URL with a host, without whitespace or control characters, whose port (if any) is 0-65535.
+URL_PATTERN = (rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:[^{_VISIBLE}/?#\[\]{NFKC_URL_DELIMITERS}]*@)?"
+               rf"[^{_VISIBLE}/?#@:\[\]{NFKC_URL_DELIMITERS}]+(?::{_PORT})?(?:[/?#][^{_VISIBLE}]*)?$")
+# Text with at least one character that is not whitespace, and no NUL.
+TITLE_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# A tag: at least one visible character, no control characters.
+TAG_PATTERN = rf"^[^{_CONTROL}]*[^{_VISIBLE}][^{_CONTROL}]*$"
+# Tags as one query or form parameter: comma-separated, at most 50, each at most 64 characters.
+_TAG_ITEM = rf"[^,{_CONTROL}]{{0,64}}"
+TAG_LIST_PATTERN = rf"^(?:{_TAG_ITEM}(?:,{_TAG_ITEM}){{0,49}})?$"
+PAGE_TOKEN_PATTERN = r"^[A-Za-z0-9_-]*$"
+
+# Why a value does not match each pattern, for the gateway's 400 (the pattern itself says little to a person).
+PATTERN_PROBLEMS = {
+    URL_PATTERN: "must be an absolute http or https URL with a host, a port of 0-65535 if any, and no whitespace or "
+                 "control characters",
+    TITLE_PATTERN: "must have a character that is not whitespace, and no NUL",
+    NO_NUL_PATTERN: "must not contain NUL characters",
+    TAG_PATTERN: "each tag must have a visible character and no control characters",
+    TAG_LIST_PATTERN: "must be at most 50 comma-separated tags of at most 64 characters, without control characters",
+    PAGE_TOKEN_PATTERN: "is not a valid page token",
+}
+
+MAX_URL_LENGTH = 2048
+MAX_TITLE_LENGTH = 500
+MAX_DESCRIPTION_LENGTH = 5000
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 64
+MAX_PATTERN_LENGTH = 256
+MAX_PAGE_TOKEN_LENGTH = 1024
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 100
+
+LinkUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)]
+LinkTitle = Annotated[str, Field(min_length=1, max_length=MAX_TITLE_LENGTH, pattern=TITLE_PATTERN)]
+LinkDescription = Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH, pattern=NO_NUL_PATTERN)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_LENGTH, pattern=TAG_PATTERN)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
+RegexFilter = Annotated[str, Field(max_length=MAX_PATTERN_LENGTH, pattern=NO_NUL_PATTERN)]
+PageToken = Annotated[str, Field(max_length=MAX_PAGE_TOKEN_LENGTH, pattern=PAGE_TOKEN_PATTERN)]
 
 
 class Error(BaseModel):
@@ -128,26 +181,39 @@ class NewsPage(BaseModel):
 # Each field becomes one query parameter; its description becomes the parameter's.
 
 class PageQuery(BaseModel):
-    start_token: str | MISSING = Field(MISSING, description="next_token of the previous page")
-    limit: int = Field(10, ge=1, le=100, description="page size")
+    start_token: PageToken | MISSING = Field(MISSING, description=(
+        "next_token of the previous page: opaque, bound to the caller and the listing (a token of another listing or "
+        "user, or a changed one, is a 400)"))
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="page size")
+
+
+_REGEX_FILTER = ("PostgreSQL regular expression (POSIX ARE, case-sensitive) on {column}. Not accepted (400 naming it): "
+                 "an invalid one; back references; lookahead constraints; counted repetitions that expand to more "
+                 "than 2000 copies, or that repeat something able to match the empty string many times; and one "
+                 "that the link service cannot evaluate on the caller's links within its budget "
+                 "(`filter_too_costly`)")
 
 
 class LinkFilterQuery(BaseModel):
-    url_regex: str | MISSING = Field(MISSING, description="POSIX regular expression on url")
-    title_regex: str | MISSING = Field(MISSING, description="POSIX regular expression on title")
-    description_regex: str | MISSING = Field(MISSING, description="POSIX regular expression on description")
-    tag: list[str] | MISSING = Field(MISSING, description="only links with this tag (repeatable)")
+    url_regex: RegexFilter | MISSING = Field(MISSING, description=_REGEX_FILTER.format(column="url"))
+    title_regex: RegexFilter | MISSING = Field(MISSING, description=_REGEX_FILTER.format(column="title"))
+    description_regex: RegexFilter | MISSING = Field(MISSING, description=_REGEX_FILTER.format(column="description"))
+    tag: Tags | MISSING = Field(MISSING, description="only links with all these tags (repeatable)")
 
 
 class NewLinkQuery(BaseModel):
-    url: str | MISSING = Field(MISSING, description="when sent as query parameters")
-    title: str | MISSING = Field(MISSING, description="when sent as query parameters")
-    description: str | MISSING = Field(MISSING, description="when sent as query parameters")
-    tags: str | MISSING = Field(MISSING, description="comma-separated, when sent as query parameters")
+    """POST /v1/links without a body: the link as query parameters (url and title are then required; the
+    document cannot say "required when there is no body")."""
+
+    url: LinkUrl | MISSING = Field(MISSING, description="when sent as query parameters")
+    title: LinkTitle | MISSING = Field(MISSING, description="when sent as query parameters")
+    description: LinkDescription | MISSING = Field(MISSING, description="when sent as query parameters")
+    tags: Annotated[str, Field(max_length=MAX_TAGS * (MAX_TAG_LENGTH + 1), pattern=TAG_LIST_PATTERN)] | MISSING = \
+        Field(MISSING, description="comma-separated, when sent as query parameters")
 
 
 class LinkUrlQuery(BaseModel):
-    url: str = Field(description="the link's URL")
+    url: LinkUrl = Field(description="the link's URL")
 
 
 class FollowedQuery(BaseModel):

@@ -12,12 +12,17 @@ from ..kit.core.urls import DEFAULT_PORTS
 from ..kit.core.urls import normalise_url as normalise_url  # re-exported: the link identity rule
 from ..kit.core.validation import reject_unknown_fields
 
+# The public API's document (contracts/public_api.py) states the same limits; a test holds them equal.
 MAX_URL_LENGTH = 2048
 MAX_TITLE_LENGTH = 500
 MAX_DESCRIPTION_LENGTH = 5000
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
 MAX_PATTERN_LENGTH = 256
+# What PostgreSQL's regex compiler is given to build, at most (see PatternCost).
+MAX_PATTERN_EXPANSION = 2000
+MAX_EMPTY_REPETITION = 64
+MAX_PATTERN_NESTING = 32
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 
@@ -156,9 +161,11 @@ def validate_tags(value: Any, field_name: str = "tags") -> tuple[str, ...]:
     for raw in value:
         if not isinstance(raw, str):
             raise InvalidInput(field_name, "must be a list of strings")
-        tag = raw.strip().lower()
-        if not 1 <= len(tag) <= MAX_TAG_LENGTH:
+        stripped = raw.strip()
+        # Counted as sent (trimmed): lower-casing may lengthen a tag ("İ" is two characters lower-cased).
+        if not 1 <= len(stripped) <= MAX_TAG_LENGTH:
             raise InvalidInput(field_name, f"each tag must be 1-{MAX_TAG_LENGTH} characters")
+        tag = stripped.lower()
         if any(unicodedata.category(ch) == "Cc" for ch in tag):
             raise InvalidInput(field_name, "tags must not contain control characters")
         if tag not in tags:
@@ -169,13 +176,228 @@ def validate_tags(value: Any, field_name: str = "tags") -> tuple[str, ...]:
 
 
 def validate_pattern(value: Any, field_name: str) -> str | None:
+    """A regex filter's pattern, or None for no filter: a string of at most MAX_PATTERN_LENGTH characters without
+    NUL, and none of the constructs that PatternCost knows to be costly for PostgreSQL (InvalidInput naming
+    `field_name` otherwise). Whether it is a valid expression at all is for PostgreSQL to say
+    (LinkRepository.check_patterns), and what it costs on the user's links for the statement timeout."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise InvalidInput(field_name, "must be a string")
     if len(value) > MAX_PATTERN_LENGTH:
         raise InvalidInput(field_name, f"must be at most {MAX_PATTERN_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidInput(field_name, "must not contain NUL characters")
+    problem = PatternCost.problem(value)
+    if problem is not None:
+        raise InvalidInput(field_name, problem)
     return value
+
+
+class FilterTooCostly(InvalidInput, code="filter_too_costly"):
+    """A regex filter that PostgreSQL could not evaluate on the user's links within the filter budget: the client's
+    400, named after the filter(s), and never a 503 (nobody should retry it: it would cost as much again)."""
+
+    def __init__(self, parameters: list[str], budget_ms: int | None) -> None:
+        within = f" within {budget_ms} ms" if budget_ms is not None else ""
+        super().__init__(parameters[0], "filter too costly: the regular expression could not be evaluated on "
+                                        f"your links{within}; simplify it, or narrow the list with `tag`")
+        self.message = f"{', '.join(parameters)}: {self.message.partition(': ')[2]}"
+        self.details["fields"] = parameters
+
+
+class PatternCost:
+    """A cheap, conservative look at a regex filter before PostgreSQL sees it: the first line of defence against
+    costly filters, the statement timeout being the guarantee.
+
+    PostgreSQL's engine (Henry Spencer's, from Tcl) is not a backtracking one like Python's: it compiles the
+    expression to an automaton and matches with a DFA built lazily from it, in time linear in the text for most
+    expressions. Nested quantifiers such as `(a+)+$` or `(a|aa)*$`, the classic catastrophic cases of
+    backtracking engines, are harmless to it. What is costly for it, measured on PostgreSQL 18:
+    - back references (`\\1`): they force its backtracking matcher, exponential in the number of groups;
+      `(.+)(.+)\\2\\1` on a 300-character text ran past any timeout. Refused.
+    - lookahead constraints (`(?=`, `(?!`): each is evaluated again from every candidate position, so the time
+      grows with the square of the text (`(?!.*!)` took 85 ms on one 5,000-character description, a quarter of
+      that on half the text, and a user may have 10,000 links). Refused. Lookbehind constraints (`(?<=`,
+      `(?<!`) measured linear, and are accepted.
+    - counted repetitions, expanded at compile time: nested ones multiply (`(([a-z ]{0,20}){0,20}){0,20}` took
+      3 s to compile before PostgreSQL called it too complex). Refused when the expansion exceeds
+      MAX_PATTERN_EXPANSION copies of the atoms.
+    - a counted repetition of something that can match the empty string, like `(a*b*){0,255}` (2.4 s to
+      compile) or `(\\w*\\s*){0,255}` (6 s): the empty paths multiply. Refused when the count times the
+      quantifiers inside exceeds MAX_EMPTY_REPETITION.
+    And parentheses nested more than MAX_PATTERN_NESTING deep, which no filter needs. Anything else the scan
+    does not understand is left to PostgreSQL, which refuses invalid expressions, and to
+    the statement timeout, which bounds whatever gets through (a valid expression can still be slow on many long
+    descriptions).
+    """
+
+    _LOOKAHEAD = ("(?=", "(?!")
+    _CONSTRAINT_ESCAPES = frozenset("AmMyYZ")
+    _OPTION_LETTERS = frozenset("bceimnpqstwx")
+
+    def __init__(self, pattern: str, expanded: bool) -> None:
+        self._pattern = pattern
+        self._at = 0
+        self._expanded = expanded
+        self.expansion = 0
+        self.problems: list[str] = []
+
+    @classmethod
+    def problem(cls, pattern: str) -> str | None:
+        """Why the pattern is refused, or None."""
+        start, options = cls._directives(pattern)
+        if "q" in options:
+            return None  # the rest is a literal string: matched in linear time
+        if {"b", "e"} & options:
+            return "only advanced regular expressions (PostgreSQL's default) are accepted, not the options b or e"
+        scan = cls(pattern, expanded="x" in options)
+        scan._at = start
+        scan._alternation(depth=0)
+        if scan._at < len(pattern):
+            return None  # malformed (an unmatched parenthesis): PostgreSQL says so, naming the problem
+        if not scan.problems and scan.expansion > MAX_PATTERN_EXPANSION:
+            scan.problems.append(f"its counted repetitions ({{m,n}}) expand to about {scan.expansion} copies of "
+                                 f"what they repeat (at most {MAX_PATTERN_EXPANSION}): too costly to compile")
+        return scan.problems[0] if scan.problems else None
+
+    @classmethod
+    def _directives(cls, pattern: str) -> tuple[int, set[str]]:
+        """Where the expression proper starts, and the embedded options in force (`***=` means literal)."""
+        if pattern.startswith("***="):
+            return len(pattern), {"q"}
+        start = 4 if pattern.startswith("***:") else 0
+        options: set[str] = set()
+        if pattern.startswith("(?", start):
+            end = pattern.find(")", start)
+            letters = pattern[start + 2:end] if end > 0 else ""
+            if letters and set(letters) <= cls._OPTION_LETTERS:
+                for letter in letters:
+                    if letter == "t":
+                        options.discard("x")
+                    options.add(letter)
+                start = end + 1
+        return start, options
+
+    # --- a recursive descent over the expression, measuring as it goes ----------------------------------
+    # Each returns (can match the empty string, quantifiers inside, expansion).
+    def _alternation(self, depth: int) -> tuple[bool, int, int]:
+        nullable, quantifiers, size = self._branch(depth)
+        while self._peek() == "|":
+            self._at += 1
+            branch = self._branch(depth)
+            nullable, quantifiers, size = nullable or branch[0], quantifiers + branch[1], size + branch[2]
+        return nullable, quantifiers, size
+
+    def _branch(self, depth: int) -> tuple[bool, int, int]:
+        nullable, quantifiers, size = True, 0, 0
+        while self._peek() not in ("", "|", ")"):
+            piece = self._piece(depth)
+            nullable, quantifiers, size = nullable and piece[0], quantifiers + piece[1], size + piece[2]
+        return nullable, quantifiers, size
+
+    def _piece(self, depth: int) -> tuple[bool, int, int]:
+        nullable, quantifiers, size = self._atom(depth)
+        while True:
+            char = self._peek()
+            if char in ("*", "?"):
+                self._at += 1
+                nullable, quantifiers = True, quantifiers + 1
+            elif char == "+":
+                self._at += 1
+                quantifiers += 1
+            elif char == "{" and self._bound_follows():
+                low, high = self._bound()
+                count = high if high is not None else low + 1
+                if count > 1 and nullable and count * max(quantifiers, 1) > MAX_EMPTY_REPETITION:
+                    self.problems.append(
+                        f"a counted repetition ({{m,n}}) of something that can match the empty string, repeated "
+                        f"{count} times, is too costly to compile (like (a*b*){{0,255}}): repeat something that "
+                        "cannot be empty, or fewer times")
+                nullable, quantifiers, size = nullable or low == 0, quantifiers + 1, size * max(count, 1)
+                self.expansion = max(self.expansion, size)
+            else:
+                return nullable, quantifiers, size
+            if self._peek() == "?":  # non-greedy: the same shape
+                self._at += 1
+
+    def _atom(self, depth: int) -> tuple[bool, int, int]:
+        pattern, at = self._pattern, self._at
+        char = pattern[at]
+        if char == "(":
+            if depth >= MAX_PATTERN_NESTING:
+                self.problems.append(f"parentheses may be nested at most {MAX_PATTERN_NESTING} deep")
+                self._at = len(pattern)
+                return False, 0, 0
+            if pattern.startswith(self._LOOKAHEAD, at):
+                self.problems.append("lookahead constraints ((?= and (?!) are not accepted: each is evaluated again "
+                                     "from every position, so their cost grows with the square of the text")
+            prefix = next((len(opening) for opening in ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+                           if pattern.startswith(opening, at)), 1)
+            self._at = at + prefix
+            shape = self._alternation(depth + 1)
+            if self._peek() == ")":
+                self._at += 1
+            return shape
+        if char == "[":
+            self._skip_bracket()
+            return False, 0, 1
+        if char == "\\":
+            escaped = pattern[at + 1:at + 2]
+            self._at = at + 2
+            if escaped[:1].isdigit() and escaped != "0":
+                self.problems.append("back references (\\1 to \\9) are not accepted: PostgreSQL matches them by "
+                                     "backtracking, in time exponential in the groups they refer to")
+            if escaped in self._CONSTRAINT_ESCAPES:
+                return True, 0, 0
+            return False, 0, 1
+        self._at = at + 1
+        if char in ("^", "$"):
+            return True, 0, 0
+        return False, 0, 1
+
+    def _peek(self) -> str:
+        """The next significant character ("" at the end), past whitespace and comments in expanded syntax."""
+        pattern = self._pattern
+        while self._expanded and self._at < len(pattern) and (pattern[self._at].isspace() or pattern[self._at] == "#"):
+            if pattern[self._at] == "#":
+                end = pattern.find("\n", self._at)
+                self._at = len(pattern) if end < 0 else end
+            self._at += 1
+        return pattern[self._at] if self._at < len(pattern) else ""
+
+    def _bound_follows(self) -> bool:
+        return self._pattern[self._at + 1:self._at + 2].isdigit()
+
+    def _bound(self) -> tuple[int, int | None]:
+        """{m}, {m,} or {m,n} at the current position (PostgreSQL allows counts up to 255)."""
+        end = self._pattern.find("}", self._at)
+        if end < 0:
+            self._at = len(self._pattern)
+            return 0, 0
+        low, comma, high = self._pattern[self._at + 1:end].partition(",")
+        self._at = end + 1
+        try:
+            return int(low), (int(high) if high else None) if comma else int(low)
+        except ValueError:
+            return 0, 0  # malformed: PostgreSQL refuses it
+
+    def _skip_bracket(self) -> None:
+        """Past a bracket expression: [^]a-z[:alpha:][.x.][=e=]\\]]."""
+        pattern, at = self._pattern, self._at + 1
+        if pattern[at:at + 1] == "^":
+            at += 1
+        if pattern[at:at + 1] == "]":
+            at += 1
+        while at < len(pattern) and pattern[at] != "]":
+            if pattern[at] == "[" and pattern[at + 1:at + 2] in (":", ".", "="):
+                close = pattern.find(pattern[at + 1] + "]", at + 2)
+                at = len(pattern) if close < 0 else close + 2
+            elif pattern[at] == "\\":
+                at += 2
+            else:
+                at += 1
+        self._at = at + 1
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kit.core.errors import Forbidden
 from ..kit.core.pages import validate_limit
-from ..kit.serving.callers import CALLER_TOKEN_HEADER
-from ..kit.serving.web import json_fields, json_object, runtime_of_current_app, user_blueprint
+from ..kit.serving.callers import allow_callers
+from ..kit.serving.web import json_fields, json_object, user_blueprint
 from .domain import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -27,9 +26,12 @@ from .service import LinkService
 LINK_FIELDS = ("url", "title", "description", "tags", "status", "created_at", "updated_at", "checked_at",
                "http_status", "status_reason", "username")
 
-# Who may read any user's links through /internal/v1: the services that keep a projection of links (news' feeds).
-# What they get of a link: what a news item shows, and the times that order and identify its changes.
-PROJECTION_READERS = frozenset({"news"})
+# Who calls what (README, "Callers"): the gateway, on one user's behalf, that user's links
+# (services/api_gateway/resources.py); the services that keep a projection of links (news' feeds,
+# services/news/sources.py), any user's links through /internal/v1. Neither may call the other's routes.
+LINK_CALLERS = ("api-gateway",)
+PROJECTION_READERS = ("news",)
+# What projection readers get of a link: what a news item shows, and the times that order and identify its changes.
 PROJECTION_FIELDS = ("url", "title", "created_at", "updated_at")
 MAX_PROJECTION_PAGE_SIZE = 1000
 
@@ -48,7 +50,7 @@ def links_blueprint(service: LinkService) -> Blueprint:
 
 
 def user_links_blueprint(service: LinkService) -> Blueprint:
-    api = user_blueprint("user_links", __name__, "/v1/users/<username>/links")
+    api = allow_callers(*LINK_CALLERS)(user_blueprint("user_links", __name__, "/v1/users/<username>/links"))
 
     @api.get("")
     def list_links(username: str) -> Response:
@@ -88,16 +90,8 @@ def user_links_blueprint(service: LinkService) -> Blueprint:
 
 def projection_blueprint(service: LinkService) -> Blueprint:
     """Any user's links, most recently changed first, for the projection readers only."""
-    internal = Blueprint("projection", __name__, url_prefix="/internal/v1")
-
-    @internal.before_request
-    def _projection_readers_only() -> None:
-        # The kit has let in any of ALLOWED_CALLERS (401/403 otherwise); these routes serve fewer of them. Runs
-        # before the nested blueprint's checks: a caller that may not read gets 403 whatever it asks.
-        caller = runtime_of_current_app().callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
-        if caller is not None and caller not in PROJECTION_READERS:
-            raise Forbidden(f"caller {caller!r} may not read another service's projection source")
-
+    # The kit checks the caller before anything of the request (the nested blueprint's username included).
+    internal = allow_callers(*PROJECTION_READERS)(Blueprint("projection", __name__, url_prefix="/internal/v1"))
     users = user_blueprint("users", __name__, "/users/<username>/links")
 
     @users.get("")

@@ -3,6 +3,8 @@ tests/link/test_service_contract.py holds both to the same behaviour."""
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -15,7 +17,7 @@ from ..kit.core.errors import InvalidInput
 from ..kit.core.unit_of_work import InMemoryStore
 from ..kit.core.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
 from ..kit.postgres.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
-from .domain import CheckResult, Link, LinkFilter
+from .domain import CheckResult, FilterTooCostly, Link, LinkFilter
 from .service import LinkRepository, UnitOfWork
 
 _COLUMNS = ("id, username, url, url_key, title, description, tags, status, http_status, status_reason, "
@@ -32,8 +34,28 @@ def _link_from_row(row: dict[str, Any]) -> Link:
 
 
 class PostgresLinkRepository(LinkRepository):
-    def __init__(self, cursor: psycopg2.extensions.cursor) -> None:
+    """`filter_timeout_ms`: what the statements of one unit of work with regex filters (compiling the expressions,
+    then the listing) may take together. Each runs under `SET LOCAL statement_timeout` set to what is left of it,
+    so PostgreSQL cancels whatever outlasts it and the client gets FilterTooCostly. None leaves the connection's
+    own statement_timeout in force."""
+
+    def __init__(self, cursor: psycopg2.extensions.cursor, filter_timeout_ms: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cursor = cursor
+        self._filter_timeout_ms = filter_timeout_ms
+        self._clock = clock
+        self._filter_deadline: float | None = None
+
+    def _limit_filter_cost(self, parameters: list[str]) -> None:
+        if self._filter_timeout_ms is None:
+            return
+        now = self._clock()
+        if self._filter_deadline is None:
+            self._filter_deadline = now + self._filter_timeout_ms / 1000
+        remaining_ms = int((self._filter_deadline - now) * 1000)
+        if remaining_ms < 1:
+            raise FilterTooCostly(parameters, self._filter_timeout_ms)
+        self._cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
 
     def lock_user(self, username: str) -> None:
         # Transaction-scoped advisory lock on the user: concurrent adds cannot both pass the quota.
@@ -87,19 +109,20 @@ class PostgresLinkRepository(LinkRepository):
             conditions.append("tags @> %s::text[]")
             params.append(list(link_filter.tags))
         params.append(limit)
-        self._cursor.execute("SAVEPOINT list_links")
+        patterns = link_filter.patterns()
+        if patterns:
+            self._limit_filter_cost(list(patterns))
         try:
             self._cursor.execute(
                 f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(conditions)} ORDER BY username, id DESC LIMIT %s",
                 params,
             )
         except psycopg2.errors.QueryCanceled:
-            patterns = link_filter.patterns()
             if not patterns:
                 raise  # plain slowness is the database's problem (503), not the client's
-            # statement_timeout stopped a pathological regular expression: the client's input.
-            self._cursor.execute("ROLLBACK TO SAVEPOINT list_links")
-            raise InvalidInput(next(iter(patterns)), "regular expression too expensive to evaluate") from None
+            # The statement timeout stopped the regular expressions: the client's input, a 400 that nobody retries
+            # (the transaction is rolled back as the error leaves the unit of work).
+            raise FilterTooCostly(list(patterns), self._filter_timeout_ms) from None
         return [_link_from_row(row) for row in self._cursor.fetchall()]
 
     def recently_changed(self, username: str, after: tuple[datetime, int] | None, limit: int) -> list[Link]:
@@ -115,16 +138,17 @@ class PostgresLinkRepository(LinkRepository):
         return [_link_from_row(row) for row in self._cursor.fetchall()]
 
     def check_patterns(self, link_filter: LinkFilter) -> None:
+        # Compiling is where some expressions cost (counted repetitions expand): under the filter budget too.
         for parameter, pattern in link_filter.patterns().items():
-            self._cursor.execute("SAVEPOINT check_pattern")
+            self._limit_filter_cost([parameter])
             try:
                 self._cursor.execute("SELECT '' ~ %s", (pattern,))
             except psycopg2.errors.InvalidRegularExpression as exc:
-                self._cursor.execute("ROLLBACK TO SAVEPOINT check_pattern")
                 detail = (exc.diag.message_primary or "invalid regular expression").removeprefix(
                     "invalid regular expression: ")
                 raise InvalidInput(parameter, f"invalid regular expression: {detail}") from None
-            self._cursor.execute("RELEASE SAVEPOINT check_pattern")
+            except psycopg2.errors.QueryCanceled:
+                raise FilterTooCostly([parameter], self._filter_timeout_ms) from None
 
     def apply_check(self, result: CheckResult, url_key: str) -> bool:
         self._cursor.execute(
@@ -138,8 +162,12 @@ class PostgresLinkRepository(LinkRepository):
 
 
 class PostgresUnitOfWork(KitPostgresUnitOfWork, UnitOfWork):
+    def __init__(self, begin: Any, *, filter_timeout_ms: int | None = None) -> None:
+        super().__init__(begin)
+        self._filter_timeout_ms = filter_timeout_ms
+
     def attach(self, cursor: psycopg2.extensions.cursor) -> None:
-        self.links = PostgresLinkRepository(cursor)
+        self.links = PostgresLinkRepository(cursor, self._filter_timeout_ms)
 
 
 class InMemoryLinkRepository(InMemoryStore, LinkRepository):

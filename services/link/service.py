@@ -10,7 +10,7 @@ from typing import Any
 from ..contracts.events import Event, LinkAdded, LinkDeleted, LinkEvent, LinkUpdated
 from ..kit.core.clock import format_timestamp, parse_timestamp, utc_now
 from ..kit.core.errors import InvalidInput, NotFound
-from ..kit.core.pages import decode_cursor, decode_page_token, encode_cursor, encode_page_token
+from ..kit.core.pages import PageTokens
 from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     CheckResult,
@@ -78,20 +78,26 @@ class UnitOfWork(KitUnitOfWork):
 
 # --- use cases --------------------------------------------------------------------------------
 class LinkService:
+    """`page_tokens` makes and reads the listings' page tokens: signed when it has the service's secret
+    (PAGE_TOKEN_SECRET), and bound to the user and the listing either way."""
+
     def __init__(self, unit_of_work: Callable[[], UnitOfWork], *, max_links_per_user: int,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, page_tokens: PageTokens | None = None) -> None:
         self._uow = unit_of_work
         self._max_links = max_links_per_user
         self._now = clock
+        self._tokens = page_tokens or PageTokens()
 
     def list_links(self, username: str, link_filter: LinkFilter, *, start_token: str | None,
                    limit: int) -> tuple[list[Link], str | None]:
-        after_id = decode_page_token(start_token, link_filter.fingerprint())
+        # Whose list, and which filters: a token of another user's list, or of other filters, is refused.
+        listing = ["links", username, link_filter.fingerprint()]
+        after_id = self._tokens.decode_id(start_token, listing)
         with self._uow() as uow:
             uow.links.check_patterns(link_filter)
             rows = uow.links.list(username, link_filter, after_id, limit + 1)
         page = Page(rows[:limit], rows[limit - 1].id if len(rows) > limit else None)
-        token = encode_page_token(page.next_after_id, link_filter.fingerprint()) if page.next_after_id else None
+        token = self._tokens.encode_id(page.next_after_id, listing) if page.next_after_id else None
         return page.links, token
 
     def recently_changed(self, username: str, *, start_token: str | None,
@@ -99,13 +105,13 @@ class LinkService:
         """One page of the user's links, most recently changed first, and the next page's token (None at the end):
         what a service keeping a projection of links (news' feeds) rebuilds it from."""
         listing = ["recently-changed", username]
-        after = _change_position(decode_cursor(start_token, listing))
+        after = _change_position(self._tokens.decode(start_token, listing))
         with self._uow() as uow:
             rows = uow.links.recently_changed(username, after, limit + 1)
         page = rows[:limit]
         if len(rows) <= limit:
             return page, None
-        return page, encode_cursor([format_timestamp(page[-1].updated_at), page[-1].id], listing)
+        return page, self._tokens.encode([format_timestamp(page[-1].updated_at), page[-1].id], listing)
 
     def add_link(self, username: str, new: NewLink) -> Link:
         now = self._now()

@@ -142,6 +142,7 @@ def service_environment(spec: ServiceFacts, wiring: ServiceWiring, base_env: Map
         CALLER_TOKEN_FILE=str(wiring.secrets.caller_token_file(spec.name)),
         TRUSTED_CALLERS_DIR=str(wiring.secrets.callers_dir),
         ALLOWED_CALLERS=",".join(dict.fromkeys((*spec.allowed_callers, DEVELOPER_CALLER))),
+        UNRESTRICTED_CALLERS=DEVELOPER_CALLER,  # the developer's curl may call every endpoint (kit/callers.py)
     )
     if spec.admin_port is not None:
         environment["ADMIN_PORT"] = str(spec.admin_port)

@@ -1,5 +1,6 @@
 """The NewsService gRPC servicer (contract: proto/delinkcious/api/news/v1/news.proto). Thin: the
-kit's gRPC layer turns our errors into status codes and checks the caller's identity."""
+kit's gRPC layer turns our errors into status codes and checks the caller's identity. Its one RPC has one
+caller, the API gateway: the service's ALLOWED_CALLERS are the method's (no per-method grants needed)."""
 from __future__ import annotations
 
 from typing import Any

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..kit.core.pages import decode_cursor, encode_cursor
+from ..kit.core.pages import PageTokens
 from ..kit.core.validation import validate_username
 from .domain import (
     FeedItem,
@@ -112,10 +112,15 @@ class LinkSource(abc.ABC):
 
 
 class NewsService:
-    def __init__(self, store: FeedStore, *, feed_max_length: int, authored_history: int = 200) -> None:
+    """`page_tokens` makes and reads the feed's page tokens, bound to their reader either way, and signed when it
+    has a secret (unsigned by default: news has no PAGE_TOKEN_SECRET setting yet)."""
+
+    def __init__(self, store: FeedStore, *, feed_max_length: int, authored_history: int = 200,
+                 page_tokens: PageTokens | None = None) -> None:
         self._store = store
         self._max_length = feed_max_length
         self._history = authored_history
+        self._tokens = page_tokens or PageTokens()
 
     # --- events -----------------------------------------------------------------------------
     def apply_link_event(self, item: FeedItem, *, replacing: FeedItem | None = None) -> int:
@@ -143,12 +148,13 @@ class NewsService:
     def get_news(self, username: str, start_token: str, limit: int) -> tuple[list[FeedItem], str]:
         validate_username(username)
         count = validate_page_size(limit)
-        position = FeedPosition.from_cursor(decode_cursor(start_token or None, ["news", username]))
+        # The position is checked as untrusted input (64-bit integers: Redis refuses larger offsets) before the store.
+        position = FeedPosition.from_cursor(self._tokens.decode(start_token or None, ["news", username]))
         items = self._store.read_feed(username, position, count + 1)
         page = items[:count]
         if len(items) <= count:
             return page, ""
-        return page, encode_cursor(next_position(page, position).to_cursor(), ["news", username])
+        return page, self._tokens.encode(next_position(page, position).to_cursor(), ["news", username])
 
 
 class RebuildAborted(Exception):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..kit.core.errors import Forbidden
 from ..kit.core.pages import validate_limit
 from ..kit.core.validation import validate_username
-from ..kit.serving.callers import CALLER_TOKEN_HEADER
-from ..kit.serving.web import json_fields, json_object, runtime_of_current_app, user_blueprint
+from ..kit.serving.callers import allow_callers
+from ..kit.serving.web import json_fields, json_object, user_blueprint
 from .domain import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Direction, Follow, FollowRequest
 from .service import SocialGraphService
 
-# Who may read the whole graph through /internal/v1: the services that keep a projection of it (news).
-PROJECTION_READERS = frozenset({"news"})
+# Who calls what (README, "Callers"): the gateway, on one user's behalf, their edges
+# (services/api_gateway/resources.py); news, which keeps a projection of the graph, the whole graph
+# (services/news/sources.py). Neither may call the other's routes.
+EDGE_CALLERS = ("api-gateway",)
+PROJECTION_READERS = ("news",)
 
 
 def follow_json(follow: Follow) -> dict[str, str]:
@@ -30,7 +32,7 @@ def social_graph_blueprint(service: SocialGraphService) -> Blueprint:
 
 
 def user_edges_blueprint(service: SocialGraphService) -> Blueprint:
-    api = user_blueprint("user_edges", __name__, "/v1/users/<username>")
+    api = allow_callers(*EDGE_CALLERS)(user_blueprint("user_edges", __name__, "/v1/users/<username>"))
 
     def page(username: str, direction: Direction) -> Response:
         usernames, next_token = service.list(
@@ -64,14 +66,7 @@ def user_edges_blueprint(service: SocialGraphService) -> Blueprint:
 
 def projection_blueprint(service: SocialGraphService) -> Blueprint:
     """The whole graph, oldest edge first, for the projection readers only."""
-    internal = Blueprint("projection", __name__, url_prefix="/internal/v1")
-
-    @internal.before_request
-    def _projection_readers_only() -> None:
-        # The kit has let in any of ALLOWED_CALLERS (401/403 otherwise); these routes serve fewer of them.
-        caller = runtime_of_current_app().callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
-        if caller is not None and caller not in PROJECTION_READERS:
-            raise Forbidden(f"caller {caller!r} may not read the whole graph")
+    internal = allow_callers(*PROJECTION_READERS)(Blueprint("projection", __name__, url_prefix="/internal/v1"))
 
     @internal.get("/follows")
     def all_follows() -> Response:

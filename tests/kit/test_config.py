@@ -77,6 +77,18 @@ def test_token_auth_needs_allowed_callers(environment, tmp_path):
     assert "ALLOWED_CALLERS" in raised.value.message
 
 
+def test_unrestricted_callers_must_be_allowed_callers(environment, tmp_path):
+    environment.setenv("CALLER_AUTH", "token")
+    environment.setenv("TRUSTED_CALLERS_DIR", str(tmp_path))
+    environment.setenv("ALLOWED_CALLERS", "api-gateway,developer")
+    environment.setenv("UNRESTRICTED_CALLERS", "developer")
+    assert load_settings(LinkSettings).unrestricted_caller_names == {"developer"}
+    environment.setenv("UNRESTRICTED_CALLERS", "developer,ops")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(LinkSettings)
+    assert raised.value.message == "configuration error: UNRESTRICTED_CALLERS: ops not in ALLOWED_CALLERS"
+
+
 def test_serve_exits_with_one_json_line_when_the_database_never_answers():
     environment = {"PATH": "/usr/bin:/bin", "NATS_URL": "nats://127.0.0.1:1", "CALLER_AUTH": "disabled",
                    "DATABASE_URL": "postgresql://link@127.0.0.1:1/link", "STARTUP_TIMEOUT": "1"}

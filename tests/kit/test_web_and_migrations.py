@@ -6,6 +6,7 @@ import uuid
 
 import psycopg2
 from delinkcious.kit.postgres.db import apply_migrations, build_dsn
+from delinkcious.kit.serving.callers import allow_callers
 from delinkcious.kit.serving.runtime import ServiceParts
 from delinkcious.link.app import DEFINITION
 from flask import Blueprint
@@ -14,7 +15,7 @@ from tests.support.threads import raised_together
 
 
 def test_unexpected_errors_are_500_without_internals(service_environment):
-    broken = Blueprint("broken", __name__)
+    broken = allow_callers("api-gateway")(Blueprint("broken", __name__))
 
     @broken.get("/v1/broken")
     def explode():

@@ -177,8 +177,14 @@ def test_only_news_may_read_links_this_way(link_client, service_environment):
     assert_error(link_client.get(path("Not_Valid"), query_string={"start_token": "x"}, headers=gateway), 403,
                  "forbidden")
     assert link_client.get(path(user), headers=service_environment.caller_headers("news")).status_code == 200
-    # The gateway's own routes are as they were.
+    # The gateway's own routes are as they were, and news may not call them: it reads, it never acts for a user.
     assert link_client.get(f"/v1/users/{user}/links", headers=gateway).status_code == 200
+    news = service_environment.caller_headers("news")
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        refused = assert_error(link_client.open(f"/v1/users/{user}/links", method=method, headers=news,
+                                                json={"url": "https://n.example/", "title": "t"}), 403, "forbidden")
+        assert refused["message"] == f"caller 'news' may not call {method} /v1/users/<username>/links"
+    assert link_client.get(f"/v1/users/{user}/links", headers=gateway).get_json()["links"] == []  # nothing added
 
 
 def test_bad_parameters_are_400_naming_them(link_client, service_environment):

@@ -47,15 +47,16 @@ def stored_edges(runtime) -> list[tuple[str, str]]:
 
 def test_walking_every_page_returns_every_edge_once_oldest_first(graph, user_service, service_environment):
     runtime, client = graph
-    news = service_environment.caller_headers("news")
+    # The gateway makes the edges (on their users' behalf); news reads them.
+    gateway, news = service_environment.caller_headers("api-gateway"), service_environment.caller_headers("news")
     users = [user(user_service) for _ in range(6)]
     for follower in users:
         for followed in users:
             if follower != followed:
                 response = client.post(f"/v1/users/{follower}/following", json={"followed": followed},
-                                       headers=news)
+                                       headers=gateway)
                 assert response.status_code == 201
-    client.delete(f"/v1/users/{users[0]}/following/{users[1]}", headers=news)
+    client.delete(f"/v1/users/{users[0]}/following/{users[1]}", headers=gateway)
     expected = stored_edges(runtime)  # every edge of the database, ours among them
     assert len([edge for edge in expected if edge[0] in users]) == 29
     for limit in (1, 7, 100, 1000):
@@ -76,18 +77,22 @@ def test_only_news_may_read_the_whole_graph(graph, service_environment):
     assert "api-gateway" in refused["message"]
     assert client.get(PATH, headers=service_environment.caller_headers("news")).status_code == 200
     # A refused caller learns nothing about the parameters either: the caller is checked first.
-    assert_error(client.get(PATH, query_string={"start_token": "garbage"},
+    assert_error(client.get(PATH, query_string={"start_token": "garbage", "limit": "\0"},
                             headers=service_environment.caller_headers("api-gateway")), 403, "forbidden")
+    # And news may read the whole graph, not a user's edges on their behalf (the gateway's routes).
+    refused = assert_error(client.get(f"/v1/users/{unique_username()}/followers",
+                                      headers=service_environment.caller_headers("news")), 403, "forbidden")
+    assert refused["message"] == "caller 'news' may not call GET /v1/users/<username>/followers"
 
 
 def test_bad_tokens_and_limits_are_400_naming_the_parameter(graph, user_service, service_environment):
     _, client = graph
-    news = service_environment.caller_headers("news")
+    gateway, news = service_environment.caller_headers("api-gateway"), service_environment.caller_headers("news")
     ann = user(user_service)
     for _ in range(2):
-        client.post(f"/v1/users/{ann}/following", json={"followed": user(user_service)}, headers=news)
+        client.post(f"/v1/users/{ann}/following", json={"followed": user(user_service)}, headers=gateway)
     listing_token = client.get(f"/v1/users/{ann}/following", query_string={"limit": 1},
-                               headers=news).get_json()["next_token"]
+                               headers=gateway).get_json()["next_token"]
     for token in ("garbage", listing_token, encode_page_token(5, ["following", ann]), "eyJhIjotMSwiZiI6IiJ9"):
         assert_error(client.get(PATH, query_string={"start_token": token}, headers=news), 400, "invalid_input",
                      field="start_token")
@@ -96,5 +101,5 @@ def test_bad_tokens_and_limits_are_400_naming_the_parameter(graph, user_service,
                      field="limit")
     # A walk's own token does not continue a user's list either.
     walk_token = client.get(PATH, query_string={"limit": 1}, headers=news).get_json()["next_token"]
-    assert_error(client.get(f"/v1/users/{ann}/following", query_string={"start_token": walk_token}, headers=news),
-                 400, "invalid_input", field="start_token")
+    assert_error(client.get(f"/v1/users/{ann}/following", query_string={"start_token": walk_token},
+                            headers=gateway), 400, "invalid_input", field="start_token")

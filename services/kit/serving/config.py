@@ -140,13 +140,18 @@ class BaseServiceSettings(ProcessSettings):
     caller_auth: Literal["token", "disabled"] = Field("token", description=(
         "Caller identity on internal endpoints (see [caller identity](#caller-identity)): `token` checks every "
         "caller's token; `disabled` only where a service mesh authenticates callers (mTLS). The public API gateway "
-        "checks no caller tokens, so it ignores this and the next two settings."))
+        "checks no caller tokens, so it ignores this and the next three settings."))
     trusted_callers_dir: Path | None = Field(None, description=(
         "Directory holding one token file per trusted caller, named after the caller. Required when "
         "`CALLER_AUTH=token`. If set, it must be a directory."))
     allowed_callers: str = Field("", description=(
         "Comma-separated names of the callers this service serves. Required (at least one name) when "
-        "`CALLER_AUTH=token`."))
+        "`CALLER_AUTH=token`. Each endpoint admits only the ones its code grants it (see "
+        "[caller identity](#caller-identity))."))
+    unrestricted_callers: str = Field("", description=(
+        "Comma-separated callers admitted to every endpoint, whatever the endpoint's own grants (see "
+        "[caller identity](#caller-identity)). For a developer's tools only: `delinkcious up` sets it to "
+        "`developer`; a deployment leaves it empty. Each name must also be in `ALLOWED_CALLERS`."))
     caller_token: SecretStr | None = Field(None, description=(
         "This service's own token, sent on its outgoing internal calls. Only services that make internal calls "
         "need it, and they require it (their sections below say so)."))
@@ -160,6 +165,10 @@ class BaseServiceSettings(ProcessSettings):
     def allowed_caller_names(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.allowed_callers.split(",") if name.strip())
 
+    @property
+    def unrestricted_caller_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.unrestricted_callers.split(",") if name.strip())
+
     def validate_caller_auth(self) -> None:
         if not self.serves_internal_callers:
             return
@@ -172,6 +181,11 @@ class BaseServiceSettings(ProcessSettings):
             raise ConfigurationError(
                 "configuration error: ALLOWED_CALLERS: required when CALLER_AUTH=token "
                 "(comma-separated caller names, e.g. api-gateway)"
+            )
+        if self.caller_auth == "token" and not self.unrestricted_caller_names <= self.allowed_caller_names:
+            stray = ", ".join(sorted(self.unrestricted_caller_names - self.allowed_caller_names))
+            raise ConfigurationError(
+                f"configuration error: UNRESTRICTED_CALLERS: {stray} not in ALLOWED_CALLERS"
             )
         if self.trusted_callers_dir is not None and not self.trusted_callers_dir.is_dir():
             raise ConfigurationError(

@@ -44,7 +44,8 @@ def status_of(error: ServiceError) -> grpc.StatusCode:
 class _Observability(grpc.ServerInterceptor):
     """Request id from the `x-request-id` metadata (or a new one), caller identity from
     `delinkcious-caller-token`, errors as status codes, one access log line and RED metrics per call.
-    Only unary-unary methods exist in our contracts."""
+    Only unary-unary methods exist in our contracts. Callers are admitted per service (ALLOWED_CALLERS), not per
+    method as on HTTP (kit/callers.py): news, the only gRPC service, serves one RPC to one caller, the gateway."""
 
     def __init__(self, service: str, callers: CallerAuthenticator) -> None:
         self._service = service

@@ -154,7 +154,8 @@ class ServiceRuntime:
         if settings.caller_auth == "disabled":
             return CallerAuthenticator.disabled()
         assert settings.trusted_callers_dir is not None  # enforced by load_settings
-        return CallerAuthenticator.from_directory(settings.trusted_callers_dir, settings.allowed_caller_names)
+        return CallerAuthenticator.from_directory(settings.trusted_callers_dir, settings.allowed_caller_names,
+                                                  unrestricted_callers=settings.unrestricted_caller_names)
 
     @staticmethod
     def _thread_check(is_alive: Callable[[], bool]) -> Callable[[], None]:

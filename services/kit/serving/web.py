@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask import Request as FlaskRequest
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -22,7 +22,7 @@ from ..core.validation import check_json_depth, check_json_text, check_text, val
 from ..observability import metrics
 from ..observability.context import REQUEST_ID_HEADER, enter_request, leave_request
 from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
-from .callers import CALLER_TOKEN_HEADER
+from .callers import CALLER_TOKEN_HEADER, CallerPermissions
 from .runtime import ServiceRuntime
 
 log = get_logger("delinkcious.access")
@@ -67,6 +67,8 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
         app.register_blueprint(blueprint)
     for configure in setup:
         configure(app)
+    if not runtime.definition.public:  # every endpoint of an internal service says who may call it (kit/callers.py)
+        app.extensions["delinkcious.caller_permissions"] = CallerPermissions.of_app(app, exempt=is_ops_path)
     return app
 
 
@@ -161,6 +163,10 @@ def _begin_request(runtime: ServiceRuntime) -> None:
         caller = runtime.callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
         if caller:
             bind_contextvars(caller=caller)
+            if request.url_rule is not None:  # else the 404/405 follows
+                permissions = current_app.extensions["delinkcious.caller_permissions"]
+                runtime.callers.authorize(caller, permissions.of(request.endpoint), request.method,
+                                          request.url_rule.rule)
         _check_parameters()
 
 
