@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 
 from ..catalogue import get_service
 from ..kit.observability import metrics
@@ -17,6 +16,8 @@ from ..kit.serving.config import (
     GrpcSettings,
     NatsSettings,
     RedisSettings,
+    RequiredSecret,
+    ServiceUrl,
     load_settings,
 )
 from ..kit.serving.http_client import ServiceClient
@@ -44,35 +45,20 @@ class NewsSettings(BaseServiceSettings, NatsSettings, RedisSettings, GrpcSetting
         "Items kept in each user's feed (`news:feed:{username}` in Redis): the newest are kept, older ones are "
         "trimmed as new ones arrive. A rebuild refills each feed with this many of the newest links of the people "
         "its owner follows."))
-    social_graph_service_url: str = Field(description=(
+    social_graph_service_url: ServiceUrl = Field(description=(
         "The social-graph service, an absolute `http://` or `https://` URL: the owner of who follows whom, read "
         "(`GET /internal/v1/follows`) when the store is rebuilt (see [rebuilding the store]"
         "(../services/news/README.md#rebuilding-the-store))."))
-    link_service_url: str = Field(description=(
+    link_service_url: ServiceUrl = Field(description=(
         "The link service, an absolute `http://` or `https://` URL: the owner of the links, read "
         "(`GET /internal/v1/users/{username}/links`) when the store is rebuilt."))
-    caller_token: SecretStr = Field(description=(
+    caller_token: RequiredSecret = Field(description=(
         "As for every service, but required here and not empty: news reads social-graph and link when it "
         "rebuilds its store, and they want to know who is calling."))
     store_check_interval: float = Field(30.0, gt=0, le=3600, description=(
         "How often (seconds) news looks for its store's generation marker in Redis; it also looks at start-up "
         "and, about once a second, while consuming events. A missing marker (a new or emptied Redis) starts a "
         "rebuild from social-graph and link."))
-
-    @field_validator("social_graph_service_url", "link_service_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value
-
-    @field_validator("caller_token")
-    @classmethod
-    def _non_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 def store_guard(name: str, settings: NewsSettings, store: RedisFeedStore) -> tuple[StoreGuard, list[ServiceClient]]:

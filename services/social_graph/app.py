@@ -1,13 +1,11 @@
 """Wiring of the social-graph service: its settings, its adapters, and its definition for the kit."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 
 from ..catalogue import get_service
 from ..contracts.events import SOCIAL_STREAM
-from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings
+from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings, RequiredSecret, ServiceUrl
 from ..kit.serving.http_client import ServiceClient
 from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .events import subscriptions
@@ -21,28 +19,13 @@ FACTS = get_service("social-graph")
 
 class SocialGraphSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
     port: int = Field(FACTS.port, ge=1, le=65535, description="Port for the API, `/healthz/*` and `/metrics`.")
-    user_service_url: str = Field(description=(
+    user_service_url: ServiceUrl = Field(description=(
         "The user service, an absolute `http://` or `https://` URL. It is asked whether a user exists when the "
         "local projection does not know them yet (see [its README](../services/social_graph/README.md"
         "#how-it-knows-users-exist))."))
-    caller_token: SecretStr = Field(description=(
+    caller_token: RequiredSecret = Field(description=(
         "As for every service, but required here and not empty: social-graph calls the user service, which wants "
         "to know who is calling."))
-
-    @field_validator("user_service_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value
-
-    @field_validator("caller_token")
-    @classmethod
-    def _non_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 def build(runtime: ServiceRuntime) -> ServiceParts:

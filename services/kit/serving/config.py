@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -65,6 +66,25 @@ PostgresUrl = Annotated[str, _url_with_scheme("postgresql", "postgres", meaning=
 NatsUrls = Annotated[str, _url_with_scheme("nats", "tls", meaning="a nats:// URL (comma-separated for a cluster)",
                                            comma_separated=True)]
 RedisUrl = Annotated[str, _url_with_scheme("redis", "rediss", meaning="a redis:// or rediss:// URL")]
+
+
+def _absolute_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value
+
+
+def _not_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+# Where a service this one calls listens, and a secret a service cannot work without (e.g. the caller token of a
+# service that calls others).
+ServiceUrl = Annotated[str, AfterValidator(_absolute_http_url)]
+RequiredSecret = Annotated[SecretStr, AfterValidator(_not_blank)]
 
 
 class ProcessSettings(BaseSettings):
