@@ -216,6 +216,28 @@ class LinkChecked(EventContract, what_happened="checked", event_type="link_check
 
 
 @dataclass(frozen=True)
+class LinkCheckInconclusive(EventContract, what_happened="inconclusive", event_type="link_check_inconclusive"):
+    """An attempt of the link checker at one owner's link that reached no verdict (a timeout, a refused connection,
+    a resolver failure, 429, 5xx ...): the link keeps its last conclusive status, and records the attempt. Not a
+    `LinkChecked` with a third status: that event sets the link's status, this one never does, and a consumer of
+    verdicts need not know it (author: the checker)."""
+
+    stream: ClassVar[StreamSpec] = LINK_CHECKS_STREAM
+    username: str
+    url: str
+    attempted_at: datetime
+    reason: str  # short human text: "HTTP 503", "timed out: no answer within 10 s"
+    failure: str  # the kind of failure, the checker's label: timeout, connection, network, dns, tls, http_5xx ...
+    attempts: int  # this check's attempts so far, all inconclusive (1: the first)
+    # When the next attempt is due; None when the checker gave the check up (`given_up`).
+    next_attempt_at: datetime | None = None
+    given_up: bool = False
+    http_status: int | None = None
+    # The checked link's created_at, echoed from the event that asked for the check (as in LinkChecked).
+    link_created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class UserCreated(EventContract, what_happened="created", event_type="user_created"):
     """A user signed in for the first time. No email: others need to know the user exists, not how
     to reach them."""
@@ -243,6 +265,7 @@ class Unfollowed(FollowEvent, what_happened="unfollowed", event_type="unfollowed
 # Subject names for publishers and tests that address JetStream directly.
 LINK_ADDED, LINK_UPDATED, LINK_DELETED = (contract.subject for contract in LINK_EVENTS)
 LINK_CHECKED = LinkChecked.subject
+LINK_CHECK_INCONCLUSIVE = LinkCheckInconclusive.subject
 USER_CREATED = UserCreated.subject
 FOLLOWED, UNFOLLOWED = Followed.subject, Unfollowed.subject
 

@@ -94,8 +94,25 @@ class Error(BaseModel):
     field: str | MISSING = MISSING
 
 
+class InconclusiveCheck(BaseModel):
+    """The link checker's latest attempt at the link that reached no verdict, made after its last conclusive check:
+    the link's `status` is left as it was, and the check is tried again later (or was given up)."""
+
+    attempted_at: datetime = Field(description="when the attempt was made")
+    reason: str = Field(description="why it said nothing about the link, for people: `HTTP 503`, `timed out ...`")
+    failure: str = Field(description=(
+        "the kind of failure: `timeout`, `connection`, `network`, `dns`, `tls`, `http_429`, `http_5xx`, `http_4xx`, "
+        "`http_other` or `redirects` (the link checker's README explains each); more may come"))
+    http_status: int | None = Field(None, description="the server's answer, if there was one")
+    attempts: int = Field(ge=1, description="inconclusive attempts of this check so far")
+    next_attempt_at: datetime | None = Field(description="when the check is tried again; null once given up")
+    given_up: bool = Field(description="the checker stopped trying; saving the link again checks it again")
+
+
 class Link(BaseModel):
-    """A saved link. `status` stays `pending` until the checker reaches a conclusive result."""
+    """A saved link. `status` stays `pending` until the checker reaches a conclusive result; `checked_at`,
+    `http_status` and `status_reason` are that result's. An inconclusive check (a timeout, 429, 5xx ...) never
+    changes them: it is `inconclusive_check` until a later conclusive check replaces it."""
 
     url: str
     title: str
@@ -107,6 +124,7 @@ class Link(BaseModel):
     checked_at: datetime | None = None
     http_status: int | None = None
     status_reason: str | None = None
+    inconclusive_check: InconclusiveCheck | None = None
 
 
 class LinkPage(BaseModel):

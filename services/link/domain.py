@@ -31,6 +31,25 @@ CHECK_STATUSES: frozenset[str] = frozenset({"valid", "invalid"})
 
 
 @dataclass(frozen=True)
+class InconclusiveCheck:
+    """The link checker's latest attempt at a link that reached no verdict (a timeout, a refused connection, a
+    resolver failure, 429, 5xx ...), made after the link's last conclusive check. It never changes the link's
+    status; a later conclusive check clears it."""
+
+    attempted_at: datetime
+    reason: str  # short, for people: "HTTP 503"
+    failure: str  # the checker's kind of failure: timeout, connection, network, dns, tls, http_429, http_5xx ...
+    attempts: int  # inconclusive attempts of this check so far
+    next_attempt_at: datetime | None  # None once given up
+    given_up: bool = False
+    http_status: int | None = None
+
+    def cleared_by(self, checked_at: datetime) -> bool:
+        """Whether a conclusive check made at `checked_at` replaces this attempt as the link's news: it is as new."""
+        return self.attempted_at <= checked_at
+
+
+@dataclass(frozen=True)
 class Link:
     username: str
     url: str
@@ -44,7 +63,14 @@ class Link:
     checked_at: datetime | None = None
     http_status: int | None = None
     status_reason: str | None = None
+    inconclusive_check: InconclusiveCheck | None = None
     id: int | None = None
+
+    def takes_attempt(self, attempted_at: datetime) -> bool:
+        """Whether an attempt without verdict made at `attempted_at` is news for the link: newer than its last
+        conclusive check, and not older than the attempt it has recorded."""
+        return ((self.checked_at is None or self.checked_at < attempted_at)
+                and (self.inconclusive_check is None or self.inconclusive_check.attempted_at <= attempted_at))
 
     def with_changes(self, *, title: str | None, description: str | None, add_tags: tuple[str, ...],
                      remove_tags: tuple[str, ...], now: datetime) -> Link:
@@ -102,6 +128,17 @@ class CheckResult:
     link_created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class InconclusiveResult:
+    """An attempt of the link checker at one owner's URL that reached no verdict."""
+
+    username: str
+    url: str
+    check: InconclusiveCheck
+    # As in CheckResult: an attempt about a link since deleted and saved again must not land on the new one.
+    link_created_at: datetime | None = None
+
+
 class DuplicateLink(Conflict):
     code = "duplicate_link"
 
@@ -126,6 +163,8 @@ def validate_url(url: Any, field_name: str = "url") -> str:
         raise InvalidInput(field_name, f"must be at most {MAX_URL_LENGTH} characters")
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch.isspace() for ch in url):
         raise InvalidInput(field_name, "must not contain whitespace or control characters")
+    if any(unicodedata.category(ch) == "Cs" for ch in url):  # from JSON's \udXXX escapes: not storable text
+        raise InvalidInput(field_name, "must not contain unpaired surrogates")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a malformed port

@@ -25,6 +25,9 @@ from .service import LinkService
 
 LINK_FIELDS = ("url", "title", "description", "tags", "status", "created_at", "updated_at", "checked_at",
                "http_status", "status_reason", "username")
+# The link's inconclusive check, an object (or null) under "inconclusive_check".
+INCONCLUSIVE_CHECK_FIELDS = ("attempted_at", "reason", "failure", "http_status", "attempts", "next_attempt_at",
+                             "given_up")
 
 # Who calls what (README, "Callers"): the gateway, on one user's behalf, that user's links
 # (services/api_gateway/resources.py); the services that keep a projection of links (news' feeds,
@@ -37,7 +40,9 @@ MAX_PROJECTION_PAGE_SIZE = 1000
 
 
 def link_json(link: Link) -> dict[str, Any]:
-    return json_fields(link, LINK_FIELDS)
+    attempt = link.inconclusive_check
+    return {**json_fields(link, LINK_FIELDS),
+            "inconclusive_check": None if attempt is None else json_fields(attempt, INCONCLUSIVE_CHECK_FIELDS)}
 
 
 def links_blueprint(service: LinkService) -> Blueprint:

@@ -17,11 +17,14 @@ from ..kit.core.errors import InvalidInput
 from ..kit.core.unit_of_work import InMemoryStore
 from ..kit.core.unit_of_work import InMemoryUnitOfWork as KitInMemoryUnitOfWork
 from ..kit.postgres.unit_of_work import PostgresUnitOfWork as KitPostgresUnitOfWork
-from .domain import CheckResult, FilterTooCostly, Link, LinkFilter
+from .domain import CheckResult, FilterTooCostly, InconclusiveCheck, InconclusiveResult, Link, LinkFilter
 from .service import LinkRepository, UnitOfWork
 
+# The link's inconclusive check (link_0003_inconclusive_checks.sql): all NULL when it has none.
+_ATTEMPT_COLUMNS = ("last_attempt_at", "last_attempt_reason", "last_attempt_failure", "last_attempt_http_status",
+                    "last_attempt_count", "next_attempt_at", "last_attempt_given_up")
 _COLUMNS = ("id, username, url, url_key, title, description, tags, status, http_status, status_reason, "
-            "checked_at, created_at, updated_at")
+            "checked_at, created_at, updated_at, " + ", ".join(_ATTEMPT_COLUMNS))
 
 
 def _link_from_row(row: dict[str, Any]) -> Link:
@@ -29,7 +32,17 @@ def _link_from_row(row: dict[str, Any]) -> Link:
         id=row["id"], username=row["username"], url=row["url"], url_key=row["url_key"], title=row["title"],
         description=row["description"], tags=tuple(row["tags"]), status=row["status"],
         http_status=row["http_status"], status_reason=row["status_reason"], checked_at=row["checked_at"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"], inconclusive_check=_attempt_from_row(row),
+    )
+
+
+def _attempt_from_row(row: dict[str, Any]) -> InconclusiveCheck | None:
+    if row["last_attempt_at"] is None:
+        return None
+    return InconclusiveCheck(
+        attempted_at=row["last_attempt_at"], reason=row["last_attempt_reason"], failure=row["last_attempt_failure"],
+        attempts=row["last_attempt_count"], next_attempt_at=row["next_attempt_at"],
+        given_up=row["last_attempt_given_up"], http_status=row["last_attempt_http_status"],
     )
 
 
@@ -151,12 +164,35 @@ class PostgresLinkRepository(LinkRepository):
                 raise FilterTooCostly([parameter], self._filter_timeout_ms) from None
 
     def apply_check(self, result: CheckResult, url_key: str) -> bool:
+        # The inconclusive check goes when this result is as new (InconclusiveCheck.cleared_by). Every expression of
+        # a SET sees the row as it was, so each column tests the old last_attempt_at.
+        cleared = ", ".join(f"{column} = CASE WHEN last_attempt_at <= %(checked_at)s THEN NULL ELSE {column} END"
+                            for column in _ATTEMPT_COLUMNS)
         self._cursor.execute(
-            "UPDATE links SET status = %s, http_status = %s, status_reason = %s, checked_at = %s "
-            "WHERE username = %s AND url_key = %s AND (checked_at IS NULL OR checked_at <= %s) "
-            "AND (%s::timestamptz IS NULL OR created_at = %s::timestamptz)",
-            (result.status, result.http_status, result.reason, result.checked_at, result.username, url_key,
-             result.checked_at, result.link_created_at, result.link_created_at),
+            "UPDATE links SET status = %(status)s, http_status = %(http_status)s, status_reason = %(reason)s, "
+            f"checked_at = %(checked_at)s, {cleared} "
+            "WHERE username = %(username)s AND url_key = %(url_key)s "
+            "AND (checked_at IS NULL OR checked_at <= %(checked_at)s) "
+            "AND (%(link_created_at)s::timestamptz IS NULL OR created_at = %(link_created_at)s::timestamptz)",
+            {"status": result.status, "http_status": result.http_status, "reason": result.reason,
+             "checked_at": result.checked_at, "username": result.username, "url_key": url_key,
+             "link_created_at": result.link_created_at},
+        )
+        return self._cursor.rowcount > 0
+
+    def apply_inconclusive(self, result: InconclusiveResult, url_key: str) -> bool:
+        check = result.check  # recorded if the link takes it (Link.takes_attempt)
+        self._cursor.execute(
+            f"UPDATE links SET ({', '.join(_ATTEMPT_COLUMNS)}) = (%(attempted_at)s, %(reason)s, %(failure)s, "
+            "%(http_status)s, %(attempts)s, %(next_attempt_at)s, %(given_up)s) "
+            "WHERE username = %(username)s AND url_key = %(url_key)s "
+            "AND (checked_at IS NULL OR checked_at < %(attempted_at)s) "
+            "AND (last_attempt_at IS NULL OR last_attempt_at <= %(attempted_at)s) "
+            "AND (%(link_created_at)s::timestamptz IS NULL OR created_at = %(link_created_at)s::timestamptz)",
+            {"attempted_at": check.attempted_at, "reason": check.reason, "failure": check.failure,
+             "http_status": check.http_status, "attempts": check.attempts, "next_attempt_at": check.next_attempt_at,
+             "given_up": check.given_up, "username": result.username, "url_key": url_key,
+             "link_created_at": result.link_created_at},
         )
         return self._cursor.rowcount > 0
 
@@ -230,8 +266,21 @@ class InMemoryLinkRepository(InMemoryStore, LinkRepository):
             return False
         if result.link_created_at is not None and link.created_at != result.link_created_at:
             return False
+        attempt = link.inconclusive_check
+        if attempt is not None and attempt.cleared_by(result.checked_at):
+            attempt = None
         self.rows[link.id] = replace(link, status=result.status, http_status=result.http_status,  # type: ignore[index]
-                                     status_reason=result.reason, checked_at=result.checked_at)
+                                     status_reason=result.reason, checked_at=result.checked_at,
+                                     inconclusive_check=attempt)
+        return True
+
+    def apply_inconclusive(self, result: InconclusiveResult, url_key: str) -> bool:
+        link = self.get(result.username, url_key)
+        if link is None or not link.takes_attempt(result.check.attempted_at):
+            return False
+        if result.link_created_at is not None and link.created_at != result.link_created_at:
+            return False
+        self.rows[link.id] = replace(link, inconclusive_check=result.check)  # type: ignore[index]
         return True
 
 

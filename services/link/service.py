@@ -15,6 +15,7 @@ from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import (
     CheckResult,
     DuplicateLink,
+    InconclusiveResult,
     Link,
     LinkChanges,
     LinkFilter,
@@ -24,8 +25,11 @@ from .domain import (
     normalise_url,
 )
 
-# The durable JetStream consumer and the idempotency claims share this name.
+# The durable JetStream consumers and their idempotency claims share these names: one for the checker's verdicts,
+# one for its attempts without a verdict (a consumer of its own: an existing durable consumer keeps the subjects it
+# was created with, so adding a subject to the first would never reach a deployed one).
 CHECK_RESULTS_CONSUMER = "link-service-check-results"
+CHECK_ATTEMPTS_CONSUMER = "link-service-check-attempts"
 
 
 # --- ports ------------------------------------------------------------------------------------
@@ -68,7 +72,13 @@ class LinkRepository(abc.ABC):
 
     @abc.abstractmethod
     def apply_check(self, result: CheckResult, url_key: str) -> bool:
-        """Record a check result unless a newer one is already recorded; False if nothing changed."""
+        """Record a check result unless a newer one is already recorded; False if nothing changed. It sets the
+        status, and clears the link's inconclusive check unless that attempt is newer than the result."""
+
+    @abc.abstractmethod
+    def apply_inconclusive(self, result: InconclusiveResult, url_key: str) -> bool:
+        """Record an attempt without verdict as the link's inconclusive check, leaving the status alone, unless the
+        link has a newer conclusive check or a newer attempt; False if nothing changed."""
 
 
 class UnitOfWork(KitUnitOfWork):
@@ -163,6 +173,14 @@ class LinkService:
             if not uow.claim_event(CHECK_RESULTS_CONSUMER, event_id):
                 return False
             uow.links.apply_check(result, normalise_url(result.url))
+        return True
+
+    def apply_inconclusive_check(self, event_id: str, result: InconclusiveResult) -> bool:
+        """Apply a link-check-inconclusive event once; False when it was a redelivery."""
+        with self._uow() as uow:
+            if not uow.claim_event(CHECK_ATTEMPTS_CONSUMER, event_id):
+                return False
+            uow.links.apply_inconclusive(result, normalise_url(result.url))
         return True
 
 

@@ -70,7 +70,9 @@ class Reporter:
         if result.source == "fetched":
             metrics.LINK_CHECK_DURATION.labels(self._service, "inconclusive").observe(result.duration_s)
         details = {**common, "check_result": "inconclusive", "check_failure": inconclusive.failure,
-                   "downstream_status": inconclusive.http_status, "reason": inconclusive.reason}
+                   "downstream_status": inconclusive.http_status, "reason": inconclusive.reason,
+                   # The link-check-inconclusive event, or None: not announced while the checker doubts its network.
+                   "published_event_id": result.announced.event_id if result.announced else None}
         if isinstance(result, Deferred) and result.superseded:
             log.info("link_check_inconclusive", **details, superseded=True)  # the link's newer check goes on
         elif isinstance(result, Deferred):

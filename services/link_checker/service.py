@@ -1,6 +1,6 @@
 """Use cases of the link checker: check one URL (one attempt: redirects, HEAD->GET fallback, politeness), answer
-a link event with a link-checked event when the answer is conclusive or schedule the check again when it is
-not, and watch the recent checks for the checker's own outage.
+a link event with a link-checked event when the answer is conclusive, or with a link-check-inconclusive event and
+the check scheduled again (or given up) when it is not, and watch the recent checks for the checker's own outage.
 The ports name what the use cases need; the adapters (fetcher.py, redis_store.py) implement them."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ..contracts.events import Event, LinkChecked, derived_event_id
+from ..contracts.events import Event, LinkChecked, LinkCheckInconclusive, derived_event_id
 from ..kit.core.clock import parse_timestamp, utc_now
 from ..kit.core.errors import RetryLater
 from ..kit.core.request_id import current_request_id
@@ -41,7 +41,8 @@ from .domain import (
 
 # The durable JetStream consumer shared by all replicas, and the producer name of derived event ids.
 CHECKER_CONSUMER = "link-checker"
-# The author of link-checked events: the checker did the check; the link's owner is `username`.
+# The author of link-checked and link-check-inconclusive events: the checker did the check; the link's owner is
+# `username`.
 EVENT_AUTHOR = "link-checker"
 
 Source = Literal["fetched", "cached"]
@@ -350,6 +351,13 @@ class NetworkWatch:
         with self._lock:
             return verdict.failure in BELIEVED_IF_NETWORK_SOUND and self._state != "healthy"
 
+    @property
+    def in_doubt(self) -> bool:
+        """Whether the checker suspects or has recognised an outage of its own network (confirming, outage, its
+        trial): a failure now says more about the checker than about the link."""
+        with self._lock:
+            return self._state != "healthy"
+
     def status(self) -> NetworkStatus:
         with self._lock:
             return self._status_locked(self._monotonic())
@@ -503,8 +511,9 @@ class Published:
 
 @dataclass(frozen=True)
 class Deferred:
-    """An inconclusive answer: nothing published, the check is scheduled again (unless, for a retry, the link
-    has a newer event's check meanwhile, or was answered: `superseded`, and that check goes on)."""
+    """An inconclusive answer: no verdict, the attempt is announced (`announced`, None while the checker doubts its
+    own network), and the check is scheduled again (unless, for a retry, the link has a newer event's check
+    meanwhile, or was answered: `superseded`, and that check goes on)."""
 
     inconclusive: Inconclusive
     source: Source
@@ -512,11 +521,13 @@ class Deferred:
     retry_in_s: float
     duration_s: float
     superseded: bool = False
+    announced: Event | None = None
 
 
 @dataclass(frozen=True)
 class GivenUp:
-    """An inconclusive answer after which the check is not tried again: nothing is ever published for it."""
+    """An inconclusive answer after which the check is not tried again: no verdict is ever published for it; the
+    attempt is announced as the last one (`announced`, None while the checker doubts its own network)."""
 
     inconclusive: Inconclusive
     source: Source
@@ -524,6 +535,7 @@ class GivenUp:
     age_s: float
     why: str
     duration_s: float
+    announced: Event | None = None
 
 
 CheckResult = Published | Deferred | GivenUp
@@ -550,8 +562,12 @@ class LinkCheckService:
                    pending: PendingCheck | None = None) -> CheckResult:
         """One attempt at the link (the outcome cached, or fetched). A conclusive verdict is published for this
         owner, and the event's id derives from the link event's, so handling a redelivery again publishes the
-        same event. An inconclusive one publishes nothing: the check is scheduled again with back-off, or given
-        up once the retry policy says so. `pending` is the check's state when this is a retry."""
+        same event. An inconclusive one publishes no verdict: the attempt is announced (a link-check-inconclusive
+        event, whose id derives from the link event's and the attempt's number, published before the retry queue
+        changes, so a failure to publish leaves the check as it was), and the check is scheduled again with
+        back-off, or given up once the retry policy says so. Nothing is announced while the checker doubts its own
+        network (NetworkWatch.in_doubt): that failure is not the link's. `pending` is the check's state when this
+        is a retry."""
         started = self.monotonic()
         attempts = (pending.attempts if pending else 0) + 1
         outcome, checked_at, source = self._outcome(request.url)
@@ -567,16 +583,30 @@ class LinkCheckService:
         age_s = max(0.0, (now - first_attempt_at).total_seconds())
         decision = self.retry_policy.decide(attempts, age_s, outcome, self.draw())
         own = pending.source_event_id if pending else None  # a retry touches only its own pending check
+        next_attempt_at = None if decision.delay_s is None else now + timedelta(seconds=decision.delay_s)
+        announced = self._announce(request, outcome, checked_at, attempts, next_attempt_at, source_event_id)
         if decision.delay_s is None:
             self.retries.discard(key, if_pending_for=own)
-            return GivenUp(outcome, source, attempts, age_s, decision.why or "", self.monotonic() - started)
+            return GivenUp(outcome, source, attempts, age_s, decision.why or "", self.monotonic() - started,
+                           announced)
         scheduled = self.retries.schedule(
             key, PendingCheck(request, source_event_id, current_request_id(), attempts, first_attempt_at,
                               outcome.reason, outcome.failure),
             decision.delay_s, keep_s=max(decision.delay_s, self.retry_policy.max_age_s - age_s) + 3600.0,
             if_pending_for=own)
         return Deferred(outcome, source, attempts, decision.delay_s, self.monotonic() - started,
-                        superseded=not scheduled)
+                        superseded=not scheduled, announced=announced)
+
+    def _announce(self, request: CheckRequest, outcome: Inconclusive, attempted_at: datetime, attempts: int,
+                  next_attempt_at: datetime | None, source_event_id: str) -> Event | None:
+        """Publish the attempt for the link's owner, unless the checker doubts its own network."""
+        if self.watch.in_doubt:
+            return None
+        event = inconclusive_event(
+            request, outcome, attempted_at, attempts=attempts, next_attempt_at=next_attempt_at,
+            event_id=derived_event_id(source_event_id, f"{CHECKER_CONSUMER}:attempt:{attempts}"), now=self.clock())
+        self.publish(event)
+        return event
 
     def _outcome(self, url: str) -> tuple[Outcome, datetime, Source]:
         if self.result_ttl_s <= 0:
@@ -626,5 +656,17 @@ def link_checked_event(request: CheckRequest, verdict: Verdict, checked_at: date
     return LinkChecked(
         username=request.username, url=request.url, status=verdict.status, http_status=verdict.http_status,
         reason=verdict.reason, checked_at=checked_at,
+        link_created_at=parse_timestamp(request.link_created_at) if request.link_created_at else None,
+    ).to_event(author=EVENT_AUTHOR, event_id=event_id, occurred_at=now)
+
+
+def inconclusive_event(request: CheckRequest, inconclusive: Inconclusive, attempted_at: datetime, *, attempts: int,
+                       next_attempt_at: datetime | None, event_id: str, now: datetime) -> Event:
+    """An attempt at one owner's link that reached no verdict, as the link service records it: when it is tried
+    next, or (`next_attempt_at` None) that it was given up."""
+    return LinkCheckInconclusive(
+        username=request.username, url=request.url, attempted_at=attempted_at, reason=inconclusive.reason,
+        failure=inconclusive.failure, attempts=attempts, next_attempt_at=next_attempt_at,
+        given_up=next_attempt_at is None, http_status=inconclusive.http_status,
         link_created_at=parse_timestamp(request.link_created_at) if request.link_created_at else None,
     ).to_event(author=EVENT_AUTHOR, event_id=event_id, occurred_at=now)

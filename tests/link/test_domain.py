@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from delinkcious.kit.core.errors import InvalidInput
 from delinkcious.kit.core.validation import validate_username
-from delinkcious.link.domain import Link, LinkChanges, NewLink, normalise_url, validate_tags
+from delinkcious.link.domain import InconclusiveCheck, Link, LinkChanges, NewLink, normalise_url, validate_tags
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -119,3 +119,18 @@ class TestChanges:
         assert invalid_field(LinkChanges.parse, {"url": "http://e.com", "title": ""}) == "title"
         assert invalid_field(LinkChanges.parse, {"url": "http://e.com", "add_tags": "x"}) == "add_tags"
         assert invalid_field(LinkChanges.parse, {"title": "x"}) == "url"
+
+
+def test_an_attempt_without_verdict_is_news_only_when_newer_than_what_the_link_knows():
+    start = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    link = Link(username="u", url="https://a.example", url_key="https://a.example", title="t", description="",
+                tags=(), created_at=start, updated_at=start)
+    assert link.takes_attempt(start)  # never checked
+    checked = Link(**{**link.__dict__, "status": "valid", "checked_at": start + timedelta(minutes=1)})
+    assert not checked.takes_attempt(start + timedelta(minutes=1))  # the verdict is as new: it wins
+    assert checked.takes_attempt(start + timedelta(minutes=2))
+    recorded = InconclusiveCheck(start + timedelta(minutes=3), "HTTP 503", "http_5xx", 1, start + timedelta(hours=1))
+    with_attempt = Link(**{**checked.__dict__, "inconclusive_check": recorded})
+    assert not with_attempt.takes_attempt(start + timedelta(minutes=2))  # older than the recorded one
+    assert with_attempt.takes_attempt(start + timedelta(minutes=3)) and with_attempt.takes_attempt(start + timedelta(minutes=4))
+    assert recorded.cleared_by(start + timedelta(minutes=3)) and not recorded.cleared_by(start + timedelta(minutes=2))

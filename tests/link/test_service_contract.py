@@ -2,6 +2,7 @@
 the PostgreSQL one used in production. One suite keeps them from disagreeing."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
@@ -11,7 +12,16 @@ import pytest
 from delinkcious.kit.core.errors import InvalidInput, NotFound, Unavailable
 from delinkcious.kit.postgres.db import Database, build_dsn
 from delinkcious.link.app import DEFINITION
-from delinkcious.link.domain import CheckResult, DuplicateLink, LinkChanges, LinkFilter, NewLink, QuotaExceeded
+from delinkcious.link.domain import (
+    CheckResult,
+    DuplicateLink,
+    InconclusiveCheck,
+    InconclusiveResult,
+    LinkChanges,
+    LinkFilter,
+    NewLink,
+    QuotaExceeded,
+)
 from delinkcious.link.repository import (
     InMemoryLinkRepository,
     InMemoryUnitOfWork,
@@ -224,6 +234,112 @@ def test_check_result_for_a_deleted_link_is_ignored(service, user):
                          checked_at=datetime.now(timezone.utc))
     assert service.apply_check_result("evt-gone", result) is True
     assert all_pages(service, user) == []
+
+
+def event_id(name: str) -> str:
+    """An event id of this run alone: claims in PostgreSQL outlive a test."""
+    return f"{name}-{uuid.uuid4()}"
+
+
+def attempt(user: str, url: str, attempted_at: datetime, *, attempts: int = 1, given_up: bool = False,
+            reason: str = "HTTP 503", failure: str = "http_5xx", http_status: int | None = 503,
+            link_created_at: datetime | None = None) -> InconclusiveResult:
+    return InconclusiveResult(user, url, InconclusiveCheck(
+        attempted_at=attempted_at, reason=reason, failure=failure, attempts=attempts,
+        next_attempt_at=None if given_up else attempted_at + timedelta(minutes=attempts), given_up=given_up,
+        http_status=http_status), link_created_at=link_created_at)
+
+
+def the_link(service: LinkService, user: str):
+    links, _ = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    assert len(links) == 1
+    return links[0]
+
+
+def test_an_inconclusive_check_is_recorded_and_the_conclusive_status_kept(service, user):
+    added = service.add_link(user, new("https://flaky.example/x"))
+    assert added.inconclusive_check is None
+    checked_at = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    service.apply_check_result(event_id("evt-valid"), CheckResult(username=user, url="https://flaky.example/x", status="valid",
+                                                         checked_at=checked_at, http_status=200))
+    later = attempt(user, "https://FLAKY.example/x/", checked_at + timedelta(hours=1), link_created_at=added.created_at)
+    once = event_id("evt-a1")
+    assert service.apply_inconclusive_check(once, later) is True
+    assert service.apply_inconclusive_check(once, later) is False  # redelivery
+    link = the_link(service, user)
+    assert (link.status, link.http_status, link.checked_at, link.status_reason) == ("valid", 200, checked_at, None)
+    assert link.inconclusive_check == later.check
+
+    # A pending link stays pending; the attempt is recorded as given up.
+    service.add_link(user, new("https://flaky.example/pending"))
+    gave_up = attempt(user, "https://flaky.example/pending", checked_at, attempts=8, given_up=True,
+                      reason="timed out: no answer within 10 s", failure="timeout", http_status=None)
+    service.apply_inconclusive_check(event_id("evt-a2"), gave_up)
+    links, _ = service.list_links(user, LinkFilter(), start_token=None, limit=10)
+    pending = links[0]
+    assert pending.status == "pending" and pending.checked_at is None
+    assert pending.inconclusive_check == gave_up.check and pending.inconclusive_check.next_attempt_at is None
+
+
+def test_an_older_attempt_never_overwrites_a_newer_record(service, user):
+    service.add_link(user, new("https://order.example"))
+    start = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    service.apply_check_result(event_id("evt-v"), CheckResult(username=user, url="https://order.example", status="invalid",
+                                                     checked_at=start, http_status=404, reason="HTTP 404"))
+    newest = attempt(user, "https://order.example", start + timedelta(minutes=10), attempts=2)
+    service.apply_inconclusive_check(event_id("evt-a2"), newest)
+    service.apply_inconclusive_check(event_id("evt-a1"),
+                                     attempt(user, "https://order.example", start + timedelta(minutes=5)))
+    assert the_link(service, user).inconclusive_check == newest.check
+    # An attempt older than the last conclusive check says nothing new: ignored.
+    service.apply_check_result(event_id("evt-v2"), CheckResult(username=user, url="https://order.example", status="valid",
+                                                      checked_at=start + timedelta(minutes=20), http_status=200))
+    service.apply_inconclusive_check(event_id("evt-a3"), attempt(user, "https://order.example", start + timedelta(minutes=15),
+                                                       attempts=3))
+    link = the_link(service, user)
+    assert link.inconclusive_check is None and link.status == "valid"
+
+
+def test_a_later_conclusive_check_clears_the_attempt_and_an_earlier_one_leaves_it(service, user):
+    service.add_link(user, new("https://later.example"))
+    start = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    recorded = attempt(user, "https://later.example", start + timedelta(minutes=10))
+    service.apply_inconclusive_check(event_id("evt-a"), recorded)
+    # A verdict reached before the attempt (delivered late) sets the status, and the attempt stays the latest news.
+    service.apply_check_result(event_id("evt-early"), CheckResult(username=user, url="https://later.example", status="valid",
+                                                         checked_at=start, http_status=200))
+    link = the_link(service, user)
+    assert (link.status, link.checked_at, link.inconclusive_check) == ("valid", start, recorded.check)
+    # A verdict after it replaces it.
+    service.apply_check_result(event_id("evt-late"), CheckResult(
+        username=user, url="https://later.example", status="invalid", checked_at=start + timedelta(minutes=11),
+        http_status=410, reason="HTTP 410"))
+    link = the_link(service, user)
+    assert (link.status, link.status_reason, link.inconclusive_check) == ("invalid", "HTTP 410", None)
+
+
+def test_attempts_about_a_deleted_or_re_added_link_are_ignored(service, user):
+    now = datetime.now(timezone.utc)
+    assert service.apply_inconclusive_check(event_id("evt-gone"), attempt(user, "https://gone.example", now)) is True
+    assert all_pages(service, user) == []
+    first = service.add_link(user, new("https://again.example"))
+    service.delete_link(user, "https://again.example")
+    again = service.add_link(user, new("https://again.example"))
+    service.apply_inconclusive_check(event_id("evt-old-copy"), attempt(user, "https://again.example", now + timedelta(seconds=1),
+                                                             link_created_at=first.created_at))
+    assert the_link(service, user).inconclusive_check is None
+    current = attempt(user, "https://again.example", now + timedelta(seconds=2), link_created_at=again.created_at)
+    service.apply_inconclusive_check(event_id("evt-this-copy"), current)
+    assert the_link(service, user).inconclusive_check == current.check
+
+
+def test_an_update_keeps_the_attempt_record(service, user):
+    service.add_link(user, new("https://kept.example"))
+    recorded = attempt(user, "https://kept.example", datetime.now(timezone.utc))
+    service.apply_inconclusive_check(event_id("evt-k"), recorded)
+    updated = service.update_link(user, LinkChanges.parse({"url": "https://kept.example", "title": "Changed"}))
+    assert updated.inconclusive_check == recorded.check
+    assert the_link(service, user).inconclusive_check == recorded.check
 
 
 def test_failed_unit_of_work_leaves_nothing_behind(service, user, backend):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 import trustme
-from delinkcious.contracts.events import Event
+from delinkcious.contracts.events import LINK_CHECK_INCONCLUSIVE, LINK_CHECKED, Event
 from delinkcious.kit.messaging.stopping import StopSignal
 from delinkcious.link_checker.domain import AddressPolicy, CheckPolicy, OutageRule, RetryPolicy
 from delinkcious.link_checker.fetcher import AddressGuard, PinnedHttpFetcher, Resolve, SystemResolver
@@ -93,6 +93,16 @@ class Published(list):
 
     def __call__(self, event: Event) -> None:
         self.append(event)
+
+    @property
+    def verdicts(self) -> list[Event]:
+        """The link-checked events."""
+        return [event for event in self if event.subject == LINK_CHECKED]
+
+    @property
+    def attempts(self) -> list[Event]:
+        """The link-check-inconclusive events."""
+        return [event for event in self if event.subject == LINK_CHECK_INCONCLUSIVE]
 
 
 # Retries fast enough for a test: 0.1 s, doubling, with jitter.

@@ -1,6 +1,7 @@
 """The link checker wired as deployed (real NATS JetStream, real Redis), checking a local web server:
-link events in, link-checked events out for conclusive answers only (an inconclusive one is retried by the
-checker's retry workers), and with the real link service a link goes from pending to valid or invalid.
+link events in, link-checked events out for conclusive answers only (an inconclusive one is announced with a
+link-check-inconclusive event and retried by the checker's retry workers), and with the real link service a link
+goes from pending to valid or invalid, or stays as it was and shows its inconclusive check.
 
 It runs on NATS and Redis servers of this module's own: the durable consumer starts at the beginning of the
 links stream (the shared server's stream holds every other test's links), and the retry queue is this
@@ -12,7 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from delinkcious.contracts.events import LINK_ADDED, LINK_CHECKED, LINK_CHECKS_STREAM, LINK_UPDATED, LINKS_STREAM
+from delinkcious.contracts.events import (
+    LINK_ADDED,
+    LINK_CHECK_INCONCLUSIVE,
+    LINK_CHECKED,
+    LINK_CHECKS_STREAM,
+    LINK_UPDATED,
+    LINKS_STREAM,
+)
 from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link.app import DEFINITION as LINK
 from delinkcious.link_checker.app import DEFINITION as CHECKER
@@ -93,6 +101,11 @@ def checked_events(nats_url: str, user: str) -> list[dict[str, Any]]:
     return [event for event in read_events(nats_url, LINK_CHECKS_STREAM.name, LINK_CHECKED) if event["username"] == user]
 
 
+def attempt_events(nats_url: str, user: str) -> list[dict[str, Any]]:
+    return [event for event in read_events(nats_url, LINK_CHECKS_STREAM.name, LINK_CHECK_INCONCLUSIVE)
+            if event["username"] == user]
+
+
 def test_link_events_are_answered_with_link_checked_events(checker, nats_of_module, target):
     user = unique_username()
     ok, missing = target.url(f"/ok/{user}"), target.url(f"/missing/{user}")
@@ -148,8 +161,18 @@ def test_a_timeout_429_or_5xx_publishes_no_verdict_and_is_retried_until_conclusi
     [flaky_event] = [event for event in events if event["url"] == flaky]
     assert flaky_event["request_id"] == flaky_event["_headers"]["X-Request-Id"]  # the retry joined the request
 
+    # Each inconclusive attempt was announced on its own subject, once, with the request it belongs to.
+    attempts = attempt_events(nats_of_module, user)
+    assert sorted((event["url"], event["attempts"], event["http_status"], event["failure"]) for event in attempts) == [
+        (flaky, 1, 503, "http_5xx"), (flaky, 2, 503, "http_5xx"), (limited, 1, 429, "http_429")]
+    for event in attempts:
+        assert event["event_type"] == "link_check_inconclusive" and event["author"] == "link-checker"
+        assert event["_headers"]["Nats-Msg-Id"] == event["event_id"]
+        assert event["request_id"] == event["_headers"]["X-Request-Id"]
+        assert event["given_up"] is False and event["next_attempt_at"] > event["attempted_at"]
 
-def test_a_check_that_keeps_timing_out_is_given_up_and_never_published(checker, nats_of_module, target):
+
+def test_a_check_that_keeps_timing_out_is_given_up_with_no_verdict(checker, nats_of_module, target):
     user = unique_username()
     given_up_before = sample("delinkcious_link_checks_given_up_total", reason="timeout")
     timeouts_before = sample("delinkcious_link_checks_inconclusive_total", reason="timeout")
@@ -159,6 +182,10 @@ def test_a_check_that_keeps_timing_out_is_given_up_and_never_published(checker, 
     assert len(target.requests_to(f"/slow/{user}")) == 3  # LINK_CHECKER_MAX_ATTEMPTS
     assert sample("delinkcious_link_checks_inconclusive_total", reason="timeout") >= timeouts_before + 3
     assert checked_events(nats_of_module, user) == []
+    attempts = wait_for_events(nats_of_module, LINK_CHECKS_STREAM.name, LINK_CHECK_INCONCLUSIVE, 3, username=user)
+    assert [(event["attempts"], event["failure"], event["given_up"], event["next_attempt_at"] is None)
+            for event in sorted(attempts, key=lambda event: event["attempts"])] == [
+        (1, "timeout", False, False), (2, "timeout", False, False), (3, "timeout", True, True)]
 
 
 def test_readiness_and_metrics(checker, nats_of_module, target):
@@ -201,3 +228,25 @@ def test_with_the_link_service_a_link_goes_from_pending_to_checked(checker, serv
 
         expected = {target.url(f"/ok/{user}"): ("valid", 200), target.url(f"/missing/{user}"): ("invalid", 404)}
         assert wait_until(lambda: statuses() == expected, timeout=15), statuses()
+
+
+def test_with_the_link_service_an_inconclusive_link_keeps_its_status_and_shows_the_attempts(
+        checker, service_environment, nats_of_module, target):
+    headers = service_environment.caller_headers()
+    user = unique_username()
+    slow = target.url(f"/slow/{user}")
+    with service_environment.running(LINK, nats_url=nats_of_module) as (_runtime, app):
+        client = app.test_client()
+        created = client.post(f"/v1/users/{user}/links", json={"url": slow, "title": "t"}, headers=headers)
+        assert created.status_code == 201
+
+        def link() -> dict[str, Any]:
+            return client.get(f"/v1/users/{user}/links", headers=headers).get_json()["links"][0]
+
+        # Three attempts (LINK_CHECKER_MAX_ATTEMPTS), all timed out: given up, and still pending.
+        assert wait_until(lambda: (link()["inconclusive_check"] or {}).get("given_up"), timeout=15), link()
+        shown = link()
+        assert (shown["status"], shown["checked_at"], shown["http_status"]) == ("pending", None, None)
+        attempt = shown["inconclusive_check"]
+        assert (attempt["attempts"], attempt["failure"], attempt["next_attempt_at"]) == (3, "timeout", None)
+        assert attempt["reason"].startswith("timed out") and attempt["attempted_at"].endswith("Z")

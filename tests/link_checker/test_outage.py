@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from delinkcious.contracts.events import LINK_ADDED, LINK_CHECKED, LINK_CHECKS_STREAM, LINKS_STREAM
+from delinkcious.contracts.events import (
+    LINK_ADDED,
+    LINK_CHECK_INCONCLUSIVE,
+    LINK_CHECKED,
+    LINK_CHECKS_STREAM,
+    LINKS_STREAM,
+)
 from delinkcious.kit.core.clock import format_timestamp, utc_now
 from delinkcious.link_checker.app import DEFINITION as CHECKER
 from delinkcious.local.servers import NatsServer, RedisServer
@@ -110,6 +116,15 @@ def test_when_every_target_times_out_nothing_is_invalid_the_checker_pauses_and_r
         assert "own network is out" in check["error"] and "judging paused" in check["error"]
         assert sample("delinkcious_link_checks_inconclusive_total", reason="timeout") >= timeouts_before + 6
 
+        def announced() -> list[dict[str, Any]]:
+            return [event for event in read_events(nats_url, LINK_CHECKS_STREAM.name, LINK_CHECK_INCONCLUSIVE)
+                    if event["username"] in users]
+
+        # The attempts made before the outage was recognised are each link's news; once it is, nothing more is
+        # announced (the checks in flight included): the failures are the checker's, not the links'.
+        before = announced()
+        assert before
+
         # While the outage lasts nothing is judged: a new link (on a host of its own) is not even checked.
         late_user = unique_username()
         late_url = late_host.url("/late")
@@ -120,6 +135,7 @@ def test_when_every_target_times_out_nothing_is_invalid_the_checker_pauses_and_r
         checked = [event for event in read_events(nats_url, LINK_CHECKS_STREAM.name, LINK_CHECKED)
                    if event["username"] in {*users, late_user}]
         assert checked == []  # 0 of 8 marked invalid (nor valid: nothing was known)
+        assert announced() == before
         assert sample("delinkcious_link_checks_total", result="invalid", source="fetched") == invalid_before
 
         # The network is back: a probe is answered, the outage ends, and every link is judged, the late one too.

@@ -1,6 +1,8 @@
-"""Inconclusive checks on the real Redis: they publish nothing, wait in the retry queue with back-off, and
-are checked again by the retry workers until a conclusive answer (published) or until they are given up
-(nothing published, the link keeps its status). Timings are the test's own: 0.1 s back-off, 0.3 s attempts."""
+"""Inconclusive checks on the real Redis: they publish no verdict, announce each attempt (a link-check-inconclusive
+event, which the link service records without changing the status; none while the checker doubts its own network),
+wait in the retry queue with back-off, and are checked again by the retry workers until a conclusive answer
+(published) or until they are given up (no verdict, the link keeps its status). Timings are the test's own: 0.1 s
+back-off, 0.3 s attempts."""
 from __future__ import annotations
 
 import threading
@@ -10,10 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from delinkcious.contracts.events import LINK_CHECKED
+from delinkcious.contracts.events import LINK_CHECK_INCONCLUSIVE, LINK_CHECKED, derived_event_id
+from delinkcious.kit.core.clock import parse_timestamp
 from delinkcious.kit.messaging.stopping import StopSignal
-from delinkcious.link_checker.domain import HTTP_5XX, HTTP_429, TIMEOUT, CheckRequest, RetryPolicy
-from delinkcious.link_checker.service import Deferred, GivenUp, PendingCheck, Published, retry_key
+from delinkcious.link_checker.domain import HTTP_5XX, HTTP_429, TIMEOUT, CheckRequest, OutageRule, RetryPolicy
+from delinkcious.link_checker.service import Deferred, GivenUp, NetworkWatch, PendingCheck, Published, retry_key
 from delinkcious.link_checker.workers import RetryWorkers
 
 from tests.link_checker.target import SilentServer
@@ -52,14 +55,27 @@ def run_workers() -> Iterator[Any]:
 @pytest.mark.parametrize("route, failure, status", [
     ("/slow", TIMEOUT, None), ("/always-503", HTTP_5XX, 503), ("/error", HTTP_5XX, 500), ("/limited", HTTP_429, 429),
 ])
-def test_an_inconclusive_answer_publishes_nothing_and_is_scheduled_again(make_service, target, redis_client,
-                                                                          route, failure, status):
+def test_an_inconclusive_answer_publishes_no_verdict_announces_the_attempt_and_is_scheduled_again(
+        make_service, target, redis_client, route, failure, status):
     service, published, queue = make_service()
     request = CheckRequest("alice", target.url(unique(route)), "2026-01-02T03:04:05Z")
     result = service.check_link(request, source_event_id="e-1")
-    assert isinstance(result, Deferred) and published == []
+    assert isinstance(result, Deferred) and published.verdicts == []
     assert (result.inconclusive.failure, result.inconclusive.http_status, result.attempts) == (failure, status, 1)
     assert (0.05 <= result.retry_in_s <= 0.1) if route != "/limited" else result.retry_in_s >= 1.0  # Retry-After
+
+    [event] = published
+    assert result.announced is event and event.subject == LINK_CHECK_INCONCLUSIVE
+    assert (event.event_type, event.author) == ("link_check_inconclusive", "link-checker")
+    # Its id derives from the link event's and the attempt's number: a redelivery announces the same event.
+    assert event.event_id == derived_event_id("e-1", "link-checker:attempt:1") != derived_event_id("e-1", "link-checker")
+    data = event.data
+    assert (data["username"], data["url"], data["failure"], data["http_status"], data["attempts"], data["given_up"],
+            parse_timestamp(data["link_created_at"])) == (
+        "alice", request.url, failure, status, 1, False, parse_timestamp("2026-01-02T03:04:05Z"))
+    assert data["reason"] == result.inconclusive.reason and data["reason"]
+    waits = parse_timestamp(data["next_attempt_at"]) - parse_timestamp(data["attempted_at"])
+    assert abs(waits.total_seconds() - result.retry_in_s) < 0.1
     assert queue.size() == 1
     time.sleep(result.retry_in_s + 0.05)
     key, pending = queue.take_due(lease_s=5)
@@ -80,13 +96,17 @@ def test_the_retry_workers_check_again_until_the_answer_is_conclusive(make_servi
     service, published, queue = make_service()
     path = unique("/flaky/2")  # 503, 503, then 200
     first = service.check_link(CheckRequest("alice", target.url(path), None), source_event_id="e-1")
-    assert isinstance(first, Deferred) and published == []
+    assert isinstance(first, Deferred) and published.verdicts == []
     recorded = run_workers(service, queue)
-    assert wait_until(lambda: published, timeout=10)
+    assert wait_until(lambda: len(recorded) == 2, timeout=10)
     assert [type(result).__name__ for result in recorded] == ["Deferred", "Published"]
     done = recorded[-1]
     assert done.verdict.status == "valid" and done.attempts == 3 and done.source == "fetched"
-    [event] = published
+    # Each inconclusive attempt was announced, in order, before the verdict.
+    assert [event.subject for event in published] == [LINK_CHECK_INCONCLUSIVE, LINK_CHECK_INCONCLUSIVE, LINK_CHECKED]
+    assert [event.data["attempts"] for event in published.attempts] == [1, 2]
+    assert len({event.event_id for event in published}) == 3
+    [event] = published.verdicts
     assert (event.data["username"], event.data["status"], event.data["http_status"]) == ("alice", "valid", 200)
     requests = target.requests_to(path)
     assert len(requests) == 3
@@ -100,7 +120,7 @@ def test_a_retry_after_is_honoured_before_the_next_attempt(make_service, target,
     path = unique("/limited")  # 429 with Retry-After: 1, then 200
     service.check_link(CheckRequest("alice", target.url(path), None), source_event_id="e-1")
     run_workers(service, queue)
-    assert wait_until(lambda: published, timeout=10)
+    assert wait_until(lambda: published.verdicts, timeout=10)
     first, second = target.requests_to(path)
     assert second.at - first.at >= 0.95
 
@@ -116,7 +136,11 @@ def test_a_check_that_stays_inconclusive_is_given_up_without_a_verdict(make_serv
     assert given_up.attempts == 3 and given_up.why == "3 attempts, all inconclusive"
     assert given_up.inconclusive.reason == "HTTP 503"
     time.sleep(0.3)
-    assert published == [] and queue.size() == 0 and len(target.requests_to(path)) == 3
+    assert published.verdicts == [] and queue.size() == 0 and len(target.requests_to(path)) == 3
+    # Every attempt was announced; the last one says the check was given up.
+    assert [(event.data["attempts"], event.data["given_up"]) for event in published.attempts] == [
+        (1, False), (2, False), (3, True)]
+    assert given_up.announced is published.attempts[-1] and given_up.announced.data["next_attempt_at"] is None
 
 
 def test_owners_of_one_url_share_an_inconclusive_answer_for_less_than_a_back_off(make_service, target):
@@ -128,7 +152,10 @@ def test_owners_of_one_url_share_an_inconclusive_answer_for_less_than_a_back_off
                for owner in ("alice", "bob")]
     assert [result.source for result in results] == ["fetched", "cached"]
     assert len(target.requests_to(url.split(str(target.port))[1])) == 1
-    assert queue.size() == 2 and published == []  # one pending check per owner
+    assert queue.size() == 2 and published.verdicts == []  # one pending check per owner
+    # Each owner's link is told of the attempt, made once, at the same time.
+    assert [event.data["username"] for event in published.attempts] == ["alice", "bob"]
+    assert len({event.data["attempted_at"] for event in published.attempts}) == 1
     time.sleep(0.6)  # past the shared answer: asked again
     assert service.check_link(CheckRequest("carol", url, None), source_event_id="e-carol").source == "fetched"
 
@@ -139,7 +166,7 @@ def test_a_conclusive_answer_to_a_newer_event_answers_the_pending_check(make_ser
     assert isinstance(service.check_link(request, source_event_id="e-1"), Deferred) and queue.size() == 1
     time.sleep(0.06)  # past the shared inconclusive answer
     assert isinstance(service.check_link(request, source_event_id="e-2"), Published) and queue.size() == 0
-    assert len(published) == 1
+    assert len(published.verdicts) == 1
 
 
 def test_a_retry_in_progress_is_handed_back_at_once_when_the_process_stops(make_service):
@@ -169,7 +196,7 @@ def test_a_retry_never_replaces_a_newer_events_check_nor_revives_an_answered_one
     assert queue.schedule(retry_key(request), newer, delay_s=0, keep_s=60)
 
     result = service.check_link(request, source_event_id="e-old", pending=older)  # the older retry, in flight
-    assert isinstance(result, Deferred) and result.superseded and published == []
+    assert isinstance(result, Deferred) and result.superseded and published.verdicts == []
     key, kept = queue.take_due(lease_s=5)
     assert (kept.source_event_id, kept.attempts) == ("e-new", 1)
 
@@ -188,3 +215,22 @@ def test_giving_up_a_retry_leaves_a_newer_events_check_alone(make_service, targe
     queue.schedule(retry_key(request), newer, delay_s=0, keep_s=60)
     assert isinstance(service.check_link(request, source_event_id="e-old", pending=older), GivenUp)
     assert queue.size() == 1 and queue.take_due(lease_s=5)[1].source_event_id == "e-new"
+
+
+def test_nothing_is_announced_while_the_checker_doubts_its_own_network(make_service, target):
+    """Once the checker suspects or has recognised an outage of its own, a failure says nothing about the link: the
+    check waits for its next attempt, but its owner's link is not told."""
+    # Nothing to probe: the first timeouts (three hosts) are declared an outage at once.
+    watch = NetworkWatch(OutageRule(min_checks=3, threshold=0.8, min_hosts=3), lambda url: None,
+                         probe_interval_s=60, probe_timeout_s=1)
+    service, published, queue = make_service(watch=watch)
+    for index, host in enumerate(("127.0.0.1", "localhost", "127.0.0.2")):
+        request = CheckRequest(f"owner-{index}", target.url(unique("/slow"), host=host), None)
+        assert isinstance(service.check_link(request, source_event_id=f"e-{index}"), Deferred)
+    assert len(published.attempts) == 3  # before the outage is recognised, each attempt is the link's news
+    watch.tick()
+    assert watch.status().state == "outage" and watch.in_doubt
+    late = CheckRequest("owner-late", target.url(unique("/always-503")), None)
+    result = service.check_link(late, source_event_id="e-late")  # a check that was in flight, say
+    assert isinstance(result, Deferred) and result.announced is None and queue.size() == 4
+    assert [event.data["username"] for event in published] == ["owner-0", "owner-1", "owner-2"]
