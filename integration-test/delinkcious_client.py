@@ -3,6 +3,7 @@ gateway, nothing else. Every request has a timeout and every wait has a deadline
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import re
@@ -269,3 +270,76 @@ class Cleanup:
                 self._api.request(method, path, params=params, headers=user.bearer)
             except Exception:  # best effort: a failed cleanup must not hide the test's own result
                 pass
+
+
+# --------------------------------------------------------------------------------------
+# Attacks: the API's document, altered tokens, bodies sent chunked, timings
+
+
+def protected_operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, operation) of every operation the gateway's own OpenAPI `document` (its /v1/openapi.json, read
+    at run time) says needs a token: a route added to the API is covered without changing the tests."""
+    return [(method.upper(), path, operation) for path, operations in document["paths"].items()
+            for method, operation in operations.items() if operation.get("security")]
+
+
+def tampered(token: str) -> str:
+    """`token` with one character in its middle changed (to another of the URL-safe base64 alphabet, which every
+    Delinkcious token uses): the middle, because the last character of unpadded base64 may carry unused bits."""
+    middle = len(token) // 2
+    replacement = "B" if token[middle] == "A" else "A"
+    return token[:middle] + replacement + token[middle + 1:]
+
+
+def timed(call: Callable[[], requests.Response]) -> tuple[requests.Response, float]:
+    """The response and the seconds it took, measured as the client sees them."""
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def send_chunked(base_url: str, method: str, path: str, headers: dict[str, str], chunks: Iterator[bytes],
+                 timeout: float = DEFAULT_TIMEOUT) -> RawResponse:
+    """Sends `chunks` as the body of a `method` request with `Transfer-Encoding: chunked` (no Content-Length) on a connection of its own, and reads
+    the answer even if the server answers (and stops reading) before the whole body is sent, as it should for one
+    that is too large."""
+    target = urlsplit(base_url)
+    connection_class = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(target.hostname or "", target.port, timeout=timeout)
+    try:
+        connection.putrequest(method, (target.path.rstrip("/") + path) or "/")
+        for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        try:
+            for chunk in chunks:
+                connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            connection.send(b"0\r\n\r\n")
+        except OSError:  # the server answered and closed its side: its answer is waiting to be read
+            pass
+        response = connection.getresponse()
+        return RawResponse(response.status, {name.lower(): value for name, value in response.getheaders()},
+                           response.read())
+    finally:
+        connection.close()
+
+
+def assert_raw_error(response: RawResponse, status: int) -> dict[str, Any]:
+    """As assert_error, for a RawResponse."""
+    described = f"-> {response.status} {response.body[:500]!r}"
+    assert response.status == status, described
+    assert response.headers.get("content-type", "").startswith("application/json"), described
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"], described
+    assert isinstance(body.get("code"), str) and body["code"], described
+    return body

@@ -8,6 +8,7 @@
 #                                  (the PostgreSQL superuser's)
 #   <fullname>-redis               redis-password
 #   <fullname>-gateway             session-secret, oauth-client-secret
+#   <fullname>-page-tokens         one key per service that signs page tokens: link, social-graph, news
 # <fullname> is the chart's: RELEASE when it contains "delinkcious", else RELEASE-delinkcious (FULLNAME=... when the
 # release sets fullnameOverride).
 #
@@ -31,6 +32,7 @@ fullname=$(chart_fullname "$release")
 # The services' facts these keys follow from are in services/catalogue.py (tests/test_helm_chart.py checks them).
 caller_keys=(api-gateway social-graph news)
 database_keys=(postgres link user social-graph)
+page_token_keys=(link social-graph news)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -99,3 +101,4 @@ ensure_secret "$fullname-redis" redis-password
 oauth="oauth-client-secret"
 [[ -z ${OAUTH_CLIENT_SECRET_FILE:-} ]] || oauth="oauth-client-secret=$OAUTH_CLIENT_SECRET_FILE"
 ensure_secret "$fullname-gateway" session-secret "$oauth"
+ensure_secret "$fullname-page-tokens" "${page_token_keys[@]}"

@@ -29,6 +29,9 @@ class ServiceFacts:
     admin_port: int | None = None
     # The port of the gRPC API callers use (GRPC_PORT), for a service reached over gRPC.
     grpc_port: int | None = None
+    # Its listings hand out page tokens signed with a secret of its own (PAGE_TOKEN_SECRET, required: the kit's
+    # PageTokenSecret): `delinkcious up`, docker-compose.yaml and the Helm chart give it one.
+    signs_page_tokens: bool = False
 
     @property
     def package(self) -> str:
@@ -41,14 +44,14 @@ class ServiceFacts:
 
 SERVICES: tuple[ServiceFacts, ...] = (
     ServiceFacts("link", "links, tags and link status", port=8081, uses_postgres=True, uses_nats=True,
-                 allowed_callers=("api-gateway", "news")),
+                 allowed_callers=("api-gateway", "news"), signs_page_tokens=True),
     ServiceFacts("user", "users, identities and access tokens", port=8082, uses_postgres=True, uses_nats=True,
                  allowed_callers=("api-gateway", "social-graph")),
     ServiceFacts("social-graph", "who follows whom", port=8083, uses_postgres=True, uses_nats=True,
-                 allowed_callers=("api-gateway", "news"), calls=("user",)),
+                 allowed_callers=("api-gateway", "news"), calls=("user",), signs_page_tokens=True),
     # news reads social-graph and link (the owners of what it projects) only to rebuild its store.
     ServiceFacts("news", "news feeds over gRPC", port=8084, grpc_port=9084, uses_redis=True, uses_nats=True,
-                 allowed_callers=("api-gateway",), calls=("social-graph", "link")),
+                 allowed_callers=("api-gateway",), calls=("social-graph", "link"), signs_page_tokens=True),
     ServiceFacts("link-checker", "finds dead links (no API: /healthz and /metrics only)", port=8085, uses_redis=True,
                  uses_nats=True),
     # Redis holds the gateway's rate-limit counters only.

@@ -49,6 +49,11 @@ def callers() -> set[str]:
     return {caller for facts in SERVICES for caller in facts.allowed_callers}
 
 
+def page_token_signers() -> list[str]:
+    """The services that sign page tokens, each with its own key of the page-tokens Secret."""
+    return [facts.name for facts in SERVICES if facts.signs_page_tokens]
+
+
 # --- values.yaml against the catalogue -------------------------------------------------------------------------------
 
 
@@ -66,6 +71,7 @@ def test_a_services_values_are_its_catalogue_facts(facts):
     assert set(service["stores"]) == stores_of(facts)
     assert service["allowedCallers"] == list(facts.allowed_callers)
     assert service["calls"] == list(facts.calls)
+    assert service["signsPageTokens"] is facts.signs_page_tokens
 
 
 def test_the_chart_is_the_services_version():
@@ -190,8 +196,10 @@ def test_create_secrets_makes_the_keys_the_catalogue_implies():
     text = CREATE_SECRETS.read_text()
     caller_keys = re.search(r"^caller_keys=\(([^)]*)\)", text, re.MULTILINE).group(1).split()
     database_keys = re.search(r"^database_keys=\(([^)]*)\)", text, re.MULTILINE).group(1).split()
+    page_token_keys = re.search(r"^page_token_keys=\(([^)]*)\)", text, re.MULTILINE).group(1).split()
     assert sorted(caller_keys) == sorted(callers())
     assert sorted(database_keys) == sorted(["postgres", *(facts.name for facts in SERVICES if facts.uses_postgres)])
+    assert sorted(page_token_keys) == sorted(page_token_signers())
 
 
 FAKE_KUBECTL = '''\
@@ -294,6 +302,7 @@ def test_create_secrets_makes_every_secret_the_chart_mounts_with_random_values(f
             ["postgres", *(facts.name for facts in SERVICES if facts.uses_postgres)]),
         "shop/blue-delinkcious-redis": ["redis-password"],
         "shop/blue-delinkcious-gateway": ["oauth-client-secret", "session-secret"],
+        "shop/blue-delinkcious-page-tokens": sorted(page_token_signers()),
     }
     values_made = [value for secret in secrets.values() for value in secret.values()]
     assert all(re.fullmatch(r"[0-9a-f]{64}", value) for value in values_made)
@@ -311,6 +320,7 @@ def test_create_secrets_keeps_what_exists_and_adds_what_is_missing(fake_cluster,
     assert fake_cluster.secrets() == before
 
     fake_cluster.remove_key("shop/delinkcious-prod-caller-tokens", "news")
+    fake_cluster.remove_key("shop/delinkcious-prod-page-tokens", "news")
     oauth = tmp_path / "oauth-secret"
     oauth.write_text("the-github-app-secret\n")
     fake_cluster.run("shop", "delinkcious-prod", OAUTH_CLIENT_SECRET_FILE=str(oauth))
@@ -322,6 +332,10 @@ def test_create_secrets_keeps_what_exists_and_adds_what_is_missing(fake_cluster,
         "session-secret": before["shop/delinkcious-prod-gateway"]["session-secret"],
         "oauth-client-secret": "the-github-app-secret\n"}
     assert after["shop/delinkcious-prod-database-passwords"] == before["shop/delinkcious-prod-database-passwords"]
+    page_tokens, old_page_tokens = after["shop/delinkcious-prod-page-tokens"], before["shop/delinkcious-prod-page-tokens"]
+    assert {key: page_tokens[key] for key in page_tokens if key != "news"} == {
+        key: value for key, value in old_page_tokens.items() if key != "news"}
+    assert re.fullmatch(r"[0-9a-f]{64}", page_tokens["news"]) and page_tokens["news"] != old_page_tokens["news"]
 
 
 # --- the rendered chart (where helm is available) -----------------------------------------------------------------
@@ -376,6 +390,8 @@ def test_a_services_environment_names_its_own_settings(rendered, facts):
     assert ("REDIS_URL" in config) == facts.uses_redis
     assert ("NATS_URL" in config) == facts.uses_nats
     assert config.get("ALLOWED_CALLERS") == (",".join(facts.allowed_callers) or None)
+    assert config.get("PAGE_TOKEN_SECRET_FILE") == (
+        "/run/secrets/delinkcious/page-token-secret" if facts.signs_page_tokens else None)
     if facts.uses_postgres:
         assert config["DATABASE_URL"] == f"postgresql://{facts.name}@dlk-delinkcious-postgresql:5432/{facts.name}"
     for called in facts.calls:
@@ -404,6 +420,8 @@ def test_a_service_pod_mounts_only_the_secret_files_it_needs(rendered, facts):
         expected["database-password"] = ("dlk-delinkcious-database-passwords", facts.name)
     if facts.uses_redis:
         expected["redis-password"] = ("dlk-delinkcious-redis", "redis-password")
+    if facts.signs_page_tokens:
+        expected["page-token-secret"] = ("dlk-delinkcious-page-tokens", facts.name)
     if facts.name == "api-gateway":
         expected["session-secret"] = ("dlk-delinkcious-gateway", "session-secret")
         expected["oauth-client-secret"] = ("dlk-delinkcious-gateway", "oauth-client-secret")
@@ -414,6 +432,18 @@ def test_a_service_pod_mounts_only_the_secret_files_it_needs(rendered, facts):
                                                    ("grpc", facts.grpc_port)) if port}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
+
+
+@needs_helm
+def test_the_page_token_secret_can_be_an_existing_secret_of_any_name():
+    documents = render(*CURRENT, "--set", "secrets.pageTokens=shop-page-tokens")
+    for facts in SERVICES:
+        pod = objects(documents, "Deployment")[f"dlk-delinkcious-{facts.name}"]["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        names = {source["secret"]["name"]
+                 for source in volumes.get("secrets", {}).get("projected", {}).get("sources", [])}
+        assert ("shop-page-tokens" in names) == facts.signs_page_tokens
+        assert "dlk-delinkcious-page-tokens" not in names
 
 
 @needs_helm

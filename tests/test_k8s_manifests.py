@@ -509,7 +509,7 @@ def test_install_sh_installs_the_chart_with_its_secrets_and_says_how_to_reach_it
         ["label", "namespace", "web", "--overwrite", "istio-injection=enabled", "team=links"])
     secrets = {args[args.index("generic") + 1] for args in kubectl if "generic" in args}
     assert secrets == {f"shop-delinkcious-{suffix}" for suffix in ("caller-tokens", "database-passwords", "redis",
-                                                                   "gateway")}
+                                                                   "gateway", "page-tokens")}
     assert helm == [["upgrade", "--install", "shop", str(CHART), "--namespace", "web", "--wait", "--timeout", "7m",
                      "-f", "k8s/cluster/values.yaml", "--set", "image.tag=1.2.3"]]
     order = [name for name, _, args in recorded if name == "helm" or "generic" in args]

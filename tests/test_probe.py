@@ -52,6 +52,7 @@ def link_settings(service_environment, callers_dir) -> dict[str, str]:
         "ALLOWED_CALLERS": "api-gateway",
         "WEB_WORKERS": "1",
         "WEB_THREADS": "4",
+        "PAGE_TOKEN_SECRET": service_environment.page_token_secret("link"),
     }
 
 
@@ -121,7 +122,8 @@ def test_a_stopped_service_fails_within_seconds(service_environment, tmp_path):
 # without its servers when nothing connects to them.
 def standin_environment(host: str, port: int) -> dict[str, str]:
     return {**base_environment(), "CALLER_AUTH": "disabled", "HOST": host, "PORT": str(port),
-            "DATABASE_URL": "postgresql://link@127.0.0.1:1/link", "NATS_URL": "nats://127.0.0.1:1"}
+            "DATABASE_URL": "postgresql://link@127.0.0.1:1/link", "NATS_URL": "nats://127.0.0.1:1",
+            "PAGE_TOKEN_SECRET": "probe-page-token-secret-" + "x" * 16}
 
 
 @contextmanager

@@ -77,7 +77,7 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
         "How long a dependency whose breaker has opened is not called; then one call (the probe) tries it again "
         "and closes the breaker if it succeeds. Each failed probe doubles the wait, up to "
         "BREAKER_MAX_RESET_SECONDS."))
-    breaker_max_reset_seconds: float = Field(2.0, gt=0, description=(
+    breaker_max_reset_seconds: float = Field(1.0, gt=0, description=(
         "The longest wait between two probes of a dependency that stays down (at least BREAKER_RESET_SECONDS): "
         "traffic to a dependency that is back resumes within this time."))
 

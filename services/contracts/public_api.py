@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from ..kit.core.validation import USERNAME_MAX_LENGTH, USERNAME_PATTERN, USERNAME_PROBLEM
 from .events import LINK_EVENTS
 
 OPENAPI_VERSION = "3.1.0"
@@ -65,6 +66,7 @@ PATTERN_PROBLEMS = {
     TAG_PATTERN: "each tag must have a visible character and no control characters",
     TAG_LIST_PATTERN: "must be at most 50 comma-separated tags of at most 64 characters, without control characters",
     PAGE_TOKEN_PATTERN: "is not a valid page token",
+    USERNAME_PATTERN: USERNAME_PROBLEM,
 }
 
 MAX_URL_LENGTH = 2048
@@ -84,6 +86,7 @@ Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_LENGTH, pattern=TAG_
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 RegexFilter = Annotated[str, Field(max_length=MAX_PATTERN_LENGTH, pattern=NO_NUL_PATTERN)]
 PageToken = Annotated[str, Field(max_length=MAX_PAGE_TOKEN_LENGTH, pattern=PAGE_TOKEN_PATTERN)]
+Username = Annotated[str, Field(min_length=1, max_length=USERNAME_MAX_LENGTH, pattern=USERNAME_PATTERN)]
 
 
 class Error(BaseModel):
@@ -169,7 +172,9 @@ class Login(BaseModel):
 
 
 class Follow(BaseModel):
-    followed: str
+    model_config = ConfigDict(extra="forbid")
+
+    followed: Username
 
 
 class Following(BaseModel):
@@ -235,7 +240,7 @@ class LinkUrlQuery(BaseModel):
 
 
 class FollowedQuery(BaseModel):
-    followed: str = Field(description="username")
+    followed: Username = Field(description="username")
 
 
 class LoginCallbackQuery(BaseModel):

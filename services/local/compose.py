@@ -69,6 +69,10 @@ def caller_token_secret(service: str) -> str:
     return f"caller-token-{service}"
 
 
+def page_token_secret(service: str) -> str:
+    return f"page-token-secret-{service}"
+
+
 def callers() -> list[str]:
     """Services that call others with a caller identity: those some service lets call it."""
     allowed = {caller for spec in SERVICES for caller in spec.allowed_callers}
@@ -81,6 +85,7 @@ def secret_names() -> list[str]:
         *(database_secret(spec.name) for spec in SERVICES if spec.uses_postgres),
         REDIS_SECRET,
         *(caller_token_secret(name) for name in callers()),
+        *(page_token_secret(spec.name) for spec in SERVICES if spec.signs_page_tokens),
         GATEWAY_SESSION_SECRET,
         GATEWAY_OAUTH_SECRET,
     ]
@@ -105,6 +110,8 @@ def service_environment(spec: ServiceFacts) -> dict[str, str]:
         environment["NATS_URL"] = "nats://nats:4222"
     if spec.uses_redis:
         environment.update(REDIS_URL="redis://redis:6379/0", REDIS_PASSWORD_FILE=f"{SECRETS_IN_CONTAINER}/redis-password")
+    if spec.signs_page_tokens:
+        environment["PAGE_TOKEN_SECRET_FILE"] = f"{SECRETS_IN_CONTAINER}/page-token-secret"
     for called in map(_service, spec.calls):
         if called.grpc_port is not None:
             environment[grpc_address_variable(called.name)] = f"{called.name}:{called.grpc_port}"
@@ -132,6 +139,8 @@ def service_secrets(spec: ServiceFacts) -> list[dict[str, str]]:
         secrets.append(mounted(database_secret(spec.name), "database-password"))
     if spec.uses_redis:
         secrets.append(mounted(REDIS_SECRET, "redis-password"))
+    if spec.signs_page_tokens:
+        secrets.append(mounted(page_token_secret(spec.name), "page-token-secret"))
     if spec.name == GATEWAY:
         secrets += [mounted(GATEWAY_OAUTH_SECRET, "oauth-client-secret"),
                     mounted(GATEWAY_SESSION_SECRET, "session-secret")]

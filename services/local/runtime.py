@@ -4,14 +4,15 @@
 pip-installed packages (unless POSTGRES_URL / NATS_URL / REDIS_URL point at
 existing servers), and a local OIDC identity provider for the API gateway (unless
 OIDC_DISCOVERY_URL names one), gives every service its own database role, caller
-token and environment, runs each service as a supervised child process, prints
-one status table once they are ready, and on SIGINT/SIGTERM stops the services
-first and the servers last, all within 30 s (what does not stop in time is
-killed, and `up` says so). A server that crashes is restarted like a service.
-The children die with `up` even when it is killed (SIGKILL) on Linux; anywhere,
-the next `up` stops what a killed one left running (pid files in the data
-directory). All state lives in one data directory, so the next `up` finds it as
-it was. `up(argv)` is the command that builds and runs it.
+token, page-token secret (where it signs page tokens) and environment, runs each
+service as a supervised child process, prints one status table once they are
+ready, and on SIGINT/SIGTERM stops the services first and the servers last, all
+within 30 s (what does not stop in time is killed, and `up` says so). A server
+that crashes is restarted like a service. The children die with `up` even when
+it is killed (SIGKILL) on Linux; anywhere, the next `up` stops what a killed one
+left running (pid files in the data directory). All state lives in one data
+directory, so the next `up` finds it as it was. `up(argv)` is the command that
+builds and runs it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from types import FrameType
 import psycopg2
 from delinkcious.catalogue import SERVICES, ServiceFacts
 from delinkcious.local.options import Options, parse_options, select_services
-from delinkcious.local.secrets import DEVELOPER_CALLER, SecretsLayout, ensure_caller_tokens, ensure_gateway_secrets
+from delinkcious.local.secrets import (
+    DEVELOPER_CALLER,
+    SecretsLayout,
+    ensure_caller_tokens,
+    ensure_gateway_secrets,
+    ensure_page_token_secrets,
+)
 from delinkcious.local.servers import (
     NatsServer,
     OidcProviderServer,
@@ -120,6 +127,7 @@ class LocalRuntime:
     def _start(self) -> None:
         self.options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_caller_tokens(self.secrets, [spec.name for spec in self.all_services] + [DEVELOPER_CALLER])
+        ensure_page_token_secrets(self.secrets, [spec.name for spec in self.selected if spec.signs_page_tokens])
         if self._gateway_selected:
             ensure_gateway_secrets(self.secrets)
         wiring = self._start_servers()

@@ -1,7 +1,7 @@
 """The secrets of a local run, in `<data dir>/secrets`: one caller token per service and one for the
-developer, each service's database password, and the API gateway's OAuth client secret and session
-secret. Each is generated on first use into a 0600 file below a 0700 directory, written atomically,
-and kept for the next run."""
+developer, each service's database password, the page-token secret of each service that signs page
+tokens, and the API gateway's OAuth client secret and session secret. Each is generated on first use
+into a 0600 file below a 0700 directory, written atomically, and kept for the next run."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def ensure_secret_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class SecretsLayout:
-    """data_dir/secrets (0700): callers/<name> tokens, postgres/<role> passwords and the gateway's
-    oauth-client-secret and gateway-session-secret (files 0600)."""
+    """data_dir/secrets (0700): callers/<name> tokens, postgres/<role> passwords, page-tokens/<service>
+    secrets and the gateway's oauth-client-secret and gateway-session-secret (files 0600)."""
 
     root: Path
 
@@ -47,6 +47,13 @@ class SecretsLayout:
     @property
     def postgres_dir(self) -> Path:
         return self.root / "postgres"
+
+    @property
+    def page_tokens_dir(self) -> Path:
+        return self.root / "page-tokens"
+
+    def page_token_secret_file(self, service: str) -> Path:
+        return self.page_tokens_dir / service
 
     @property
     def oauth_client_secret_file(self) -> Path:
@@ -74,3 +81,11 @@ def ensure_gateway_secrets(layout: SecretsLayout) -> None:
     layout.ensure_private_root()
     ensure_secret_file(layout.oauth_client_secret_file)
     ensure_secret_file(layout.session_secret_file)
+
+
+def ensure_page_token_secrets(layout: SecretsLayout, services: Sequence[str]) -> None:
+    """One page-token secret per service that signs page tokens, generated on first use and kept afterwards (the
+    tokens a client holds stay valid from one run to the next)."""
+    layout.ensure_private_root()
+    for service in services:
+        ensure_secret_file(layout.page_token_secret_file(service))

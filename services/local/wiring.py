@@ -1,9 +1,9 @@
 """How each service process is started under `delinkcious up`: its command, and its environment built
 from the catalogue's facts (identity, host and ports, log format, caller token and allowed callers,
-database access, the NATS and Redis URLs it uses, where each service it calls listens as an HTTP URL
-or a gRPC address, and for the API gateway its sign-in with the identity provider). Variables the
-runtime manages never leak in from our own environment, and a service's `<SERVICE>__<NAME>` overrides
-win over everything."""
+database access, the NATS and Redis URLs it uses, its page-token secret if it signs page tokens, where
+each service it calls listens as an HTTP URL or a gRPC address, and for the API gateway its sign-in
+with the identity provider). Variables the runtime manages never leak in from our own environment,
+and a service's `<SERVICE>__<NAME>` overrides win over everything."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ MANAGED_VARIABLES = frozenset(
         "CALLER_TOKEN_FILE",
         "TRUSTED_CALLERS_DIR",
         "ALLOWED_CALLERS",
+        # A stray PAGE_TOKEN_SECRET would win over the file `up` gives and be shared by every service.
+        "PAGE_TOKEN_SECRET",
+        "PAGE_TOKEN_SECRET_FILE",
         *GATEWAY_VARIABLES,
     }
 )
@@ -148,6 +151,8 @@ def service_environment(spec: ServiceFacts, wiring: ServiceWiring, base_env: Map
         environment["ADMIN_PORT"] = str(spec.admin_port)
     if spec.grpc_port is not None:
         environment["GRPC_PORT"] = str(spec.grpc_port)
+    if spec.signs_page_tokens:
+        environment["PAGE_TOKEN_SECRET_FILE"] = str(wiring.secrets.page_token_secret_file(spec.name))
     environment.update(_dependency_variables(spec, wiring))
     if spec.name == GATEWAY and wiring.oidc_discovery_url is not None:
         environment.update(gateway_variables(wiring, service_port(spec, base_env)))

@@ -15,10 +15,12 @@ from ..kit.serving.config import (
     ConfigurationError,
     GrpcSettings,
     NatsSettings,
+    PageTokenSecret,
     RedisSettings,
     RequiredSecret,
     ServiceUrl,
     load_settings,
+    page_tokens,
 )
 from ..kit.serving.http_client import ServiceClient
 from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
@@ -55,6 +57,7 @@ class NewsSettings(BaseServiceSettings, NatsSettings, RedisSettings, GrpcSetting
     caller_token: RequiredSecret = Field(description=(
         "As for every service, but required here and not empty: news reads social-graph and link when it "
         "rebuilds its store, and they want to know who is calling."))
+    page_token_secret: PageTokenSecret
     store_check_interval: float = Field(30.0, gt=0, le=3600, description=(
         "How often (seconds) news looks for its store's generation marker in Redis; it also looks at start-up "
         "and, about once a second, while consuming events. A missing marker (a new or emptied Redis) starts a "
@@ -75,7 +78,8 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     settings = runtime.settings
     assert isinstance(settings, NewsSettings)
     store = RedisFeedStore(runtime.redis)
-    service = NewsService(store, feed_max_length=settings.feed_max_length, authored_history=AUTHORED_HISTORY)
+    service = NewsService(store, feed_max_length=settings.feed_max_length, authored_history=AUTHORED_HISTORY,
+                          page_tokens=page_tokens(settings.page_token_secret))
 
     def observe_fanout(followers: int, seconds: float) -> None:
         metrics.FEED_FANOUT_FOLLOWERS.labels(runtime.name).observe(followers)

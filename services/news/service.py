@@ -112,8 +112,8 @@ class LinkSource(abc.ABC):
 
 
 class NewsService:
-    """`page_tokens` makes and reads the feed's page tokens, bound to their reader either way, and signed when it
-    has a secret (unsigned by default: news has no PAGE_TOKEN_SECRET setting yet)."""
+    """`page_tokens` makes and reads the feed's page tokens, bound to their reader; the service's wiring gives it
+    tokens signed with its PAGE_TOKEN_SECRET (app.py), unsigned ones are for tests of the use cases alone."""
 
     def __init__(self, store: FeedStore, *, feed_max_length: int, authored_history: int = 200,
                  page_tokens: PageTokens | None = None) -> None:

@@ -5,7 +5,15 @@ from pydantic import Field
 
 from ..catalogue import get_service
 from ..contracts.events import SOCIAL_STREAM
-from ..kit.serving.config import BaseServiceSettings, NatsSettings, PostgresSettings, RequiredSecret, ServiceUrl
+from ..kit.serving.config import (
+    BaseServiceSettings,
+    NatsSettings,
+    PageTokenSecret,
+    PostgresSettings,
+    RequiredSecret,
+    ServiceUrl,
+    page_tokens,
+)
 from ..kit.serving.http_client import ServiceClient
 from ..kit.serving.runtime import ServiceDefinition, ServiceParts, ServiceRuntime
 from .events import subscriptions
@@ -26,6 +34,7 @@ class SocialGraphSettings(BaseServiceSettings, PostgresSettings, NatsSettings):
     caller_token: RequiredSecret = Field(description=(
         "As for every service, but required here and not empty: social-graph calls the user service, which wants "
         "to know who is calling."))
+    page_token_secret: PageTokenSecret
 
 
 def build(runtime: ServiceRuntime) -> ServiceParts:
@@ -33,7 +42,8 @@ def build(runtime: ServiceRuntime) -> ServiceParts:
     assert isinstance(settings, SocialGraphSettings)
     user_service = ServiceClient(settings.user_service_url, caller_token=settings.caller_token.get_secret_value())
     runtime.on_stop(user_service.close)
-    service = SocialGraphService(lambda: PostgresUnitOfWork(runtime.transaction), UserServiceDirectory(user_service))
+    service = SocialGraphService(lambda: PostgresUnitOfWork(runtime.transaction), UserServiceDirectory(user_service),
+                                 page_tokens=page_tokens(settings.page_token_secret))
     return ServiceParts(blueprints=[social_graph_blueprint(service)], subscriptions=subscriptions(service))
 
 

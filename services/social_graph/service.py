@@ -9,7 +9,7 @@ from datetime import datetime
 from ..contracts.events import Event, Followed, FollowEvent, Unfollowed
 from ..kit.core.clock import utc_now
 from ..kit.core.errors import NotFound, Unavailable
-from ..kit.core.pages import decode_page_token, encode_page_token
+from ..kit.core.pages import PageTokens
 from ..kit.core.unit_of_work import UnitOfWork as KitUnitOfWork
 from .domain import Direction, Follow, check_can_follow
 
@@ -74,11 +74,16 @@ class UnitOfWork(KitUnitOfWork):
 
 # --- use cases --------------------------------------------------------------------------------
 class SocialGraphService:
+    """`page_tokens` makes and reads the listings' page tokens, bound to their user and listing; the service's
+    wiring gives it tokens signed with its PAGE_TOKEN_SECRET (app.py), unsigned ones are for tests of the use cases
+    alone."""
+
     def __init__(self, unit_of_work: Callable[[], UnitOfWork], users: UserDirectory, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, page_tokens: PageTokens | None = None) -> None:
         self._uow = unit_of_work
         self._users = users
         self._now = clock
+        self._tokens = page_tokens or PageTokens()
 
     def follow(self, follower: str, followed: str) -> tuple[Follow, bool]:
         """Make `follower` follow `followed`; the edge and whether it is new. Following twice is not an
@@ -119,11 +124,12 @@ class SocialGraphService:
              limit: int) -> tuple[list[str], str | None]:
         """One page of usernames, newest edge first, and the token of the next page (None at the end)."""
         listing = [direction, username]
-        after_id = decode_page_token(start_token, listing)
+        after_id = self._tokens.decode_id(start_token, listing)
         with self._uow() as uow:
             rows = uow.follows.list(username, direction, after_id, limit + 1)
         page = rows[:limit]
-        next_token = encode_page_token(page[-1].id, listing) if len(rows) > limit else None  # type: ignore[arg-type]
+        next_token = (self._tokens.encode_id(page[-1].id, listing)  # type: ignore[arg-type]
+                      if len(rows) > limit else None)
         other_side = "followed" if direction == "following" else "follower"
         return [getattr(edge, other_side) for edge in page], next_token
 
@@ -131,13 +137,13 @@ class SocialGraphService:
         """One page of every edge, oldest first, and the token of the next page (None at the end): what a
         service keeping a projection of the graph (news) rebuilds it from. Walking every page returns each
         edge that existed when the walk began exactly once (if it still exists when its page is read)."""
-        after_id = decode_page_token(start_token, ALL_FOLLOWS_LISTING)
+        after_id = self._tokens.decode_id(start_token, ALL_FOLLOWS_LISTING)
         with self._uow() as uow:
             rows = uow.follows.walk(after_id, limit + 1)
         page = rows[:limit]
         if len(rows) <= limit:
             return page, None
-        return page, encode_page_token(page[-1].id, ALL_FOLLOWS_LISTING)  # type: ignore[arg-type]
+        return page, self._tokens.encode_id(page[-1].id, ALL_FOLLOWS_LISTING)  # type: ignore[arg-type]
 
     def record_user_created(self, event_id: str, username: str, occurred_at: datetime) -> bool:
         """Add a user from a user-created event to the projection once; False when it was a redelivery."""

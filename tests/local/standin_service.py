@@ -42,6 +42,13 @@ def nats_has_jetstream() -> bool:
     return bool(json.loads(info[len(b"INFO ") :])["jetstream"])
 
 
+def page_token_secret_file() -> str | None:
+    path = os.environ.get("PAGE_TOKEN_SECRET_FILE")
+    if path is not None and len(Path(path).read_text().strip()) < 32:
+        sys.exit("PAGE_TOKEN_SECRET_FILE: shorter than 32 characters")
+    return path
+
+
 def main() -> None:
     crash_marker = os.environ.get("CRASH_MARKER")
     if crash_marker and not Path(crash_marker).exists():
@@ -53,6 +60,8 @@ def main() -> None:
         "redis_starts": redis.Redis.from_url(os.environ["REDIS_URL"]).incr("starts"),
         "nats_jetstream": nats_has_jetstream(),
         "caller_token_readable": bool(Path(os.environ["CALLER_TOKEN_FILE"]).read_text().strip()),
+        # Where `up` put its page-token secret, once it has read it (None when it was given none).
+        "page_token_secret_file": page_token_secret_file(),
         "environment": {
             name: os.environ.get(name)
             for name in ("SERVICE_NAME", "LOG_FORMAT", "ALLOWED_CALLERS", "GREETING", "POSTGRES_URL")

@@ -25,7 +25,13 @@ import redis
 from delinkcious.catalogue import ServiceFacts
 from delinkcious.local.options import default_data_dir, parse_options, select_services
 from delinkcious.local.processes import recorded_process
-from delinkcious.local.secrets import DEVELOPER_CALLER, SecretsLayout, ensure_caller_tokens, ensure_gateway_secrets
+from delinkcious.local.secrets import (
+    DEVELOPER_CALLER,
+    SecretsLayout,
+    ensure_caller_tokens,
+    ensure_gateway_secrets,
+    ensure_page_token_secrets,
+)
 from delinkcious.local.servers import DatabaseAccess, OidcProviderServer, free_port
 from delinkcious.local.status import ServerEndpoint, display_address, status_report
 from delinkcious.local.supervisor import RestartBackoff, SupervisedService
@@ -42,7 +48,8 @@ from delinkcious.local.wiring import (
 from tests.support.servers import serving
 
 LINK = ServiceFacts(
-    name="link", summary="stand-in", port=8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",)
+    name="link", summary="stand-in", port=8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",),
+    signs_page_tokens=True,
 )
 LINK_CHECKER = ServiceFacts(name="link-checker", summary="stand-in", port=8085, uses_nats=True)
 NEWS = ServiceFacts(name="news", summary="stand-in", port=8084, uses_redis=True, uses_nats=True)
@@ -116,6 +123,21 @@ def test_caller_tokens_are_generated_once_and_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(layout.caller_token_file(caller).stat().st_mode) == 0o600
 
 
+def test_page_token_secrets_are_generated_once_one_per_service_and_private(tmp_path: Path) -> None:
+    layout = SecretsLayout(tmp_path / "secrets")
+    services = ["link", "social-graph", "news"]
+    ensure_page_token_secrets(layout, services)
+    first = {service: layout.page_token_secret_file(service).read_text() for service in services}
+    ensure_page_token_secrets(layout, services)
+    assert {service: layout.page_token_secret_file(service).read_text() for service in services} == first
+    assert len(set(first.values())) == len(services)
+    assert all(len(value.strip()) >= 32 for value in first.values())  # what PAGE_TOKEN_SECRET requires
+    assert stat.S_IMODE(layout.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.page_tokens_dir.stat().st_mode) == 0o700
+    for service in services:
+        assert stat.S_IMODE(layout.page_token_secret_file(service).stat().st_mode) == 0o600
+
+
 # --------------------------------------------------------------------------------------
 # Service environment
 
@@ -133,6 +155,7 @@ def test_service_environment_wires_dependencies_and_identity(tmp_path: Path) -> 
     assert environment["CALLER_TOKEN_FILE"] == str(secrets / "callers" / "link")
     assert environment["TRUSTED_CALLERS_DIR"] == str(secrets / "callers")
     assert environment["ALLOWED_CALLERS"] == "api-gateway,developer"
+    assert environment["PAGE_TOKEN_SECRET_FILE"] == str(secrets / "page-tokens" / "link")
 
 
 def test_service_environment_only_has_what_the_service_uses(tmp_path: Path) -> None:
@@ -140,6 +163,19 @@ def test_service_environment_only_has_what_the_service_uses(tmp_path: Path) -> N
     assert environment["REDIS_URL"] == "redis://127.0.0.1:16379/0"
     assert "DATABASE_URL" not in environment and "DATABASE_PASSWORD_FILE" not in environment
     assert environment["ALLOWED_CALLERS"] == "developer"
+    assert "PAGE_TOKEN_SECRET_FILE" not in environment  # this stand-in news signs no page tokens
+
+
+def test_a_stray_page_token_secret_reaches_no_service(tmp_path: Path) -> None:
+    base = {"PAGE_TOKEN_SECRET": "one-for-every-service-" + "x" * 20, "PAGE_TOKEN_SECRET_FILE": "/elsewhere"}
+    link = service_environment(LINK, wiring(tmp_path), base)
+    assert "PAGE_TOKEN_SECRET" not in link  # it would win over the file and be every service's
+    assert link["PAGE_TOKEN_SECRET_FILE"] == str(tmp_path / "secrets" / "page-tokens" / "link")
+    news = service_environment(NEWS, wiring(tmp_path), base)
+    assert "PAGE_TOKEN_SECRET" not in news and "PAGE_TOKEN_SECRET_FILE" not in news
+    # A service's own override still wins, as every override does.
+    override = service_environment(LINK, wiring(tmp_path), {**base, "LINK__PAGE_TOKEN_SECRET_FILE": "/mine"})
+    assert override["PAGE_TOKEN_SECRET_FILE"] == "/mine"
 
 
 def test_server_level_and_stray_variables_do_not_reach_services(tmp_path: Path) -> None:
@@ -244,7 +280,7 @@ from delinkcious.local.options import parse_options
 standin, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 service = ServiceFacts(
     name="standin", summary="stand-in", port=port, uses_postgres=True, uses_redis=True, uses_nats=True,
-    allowed_callers=("api-gateway",),
+    allowed_callers=("api-gateway",), signs_page_tokens=True,
 )
 runtime._configure_logging()
 options = parse_options(argv, {}, stdout_is_tty=False)
@@ -341,6 +377,10 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     assert "[up] standin exited with code 3, restarting in 1 s" in transcript
     assert report["postgres_starts"] == 1 and report["redis_starts"] == 1 and report["nats_jetstream"]
     assert report["caller_token_readable"]
+    page_token_secret = data_dir / "secrets" / "page-tokens" / "standin"
+    assert report["page_token_secret_file"] == str(page_token_secret)
+    assert stat.S_IMODE(page_token_secret.stat().st_mode) == 0o600
+    page_token_value = page_token_secret.read_text()
     assert report["environment"] == {
         "SERVICE_NAME": "standin",
         "LOG_FORMAT": "json",
@@ -360,12 +400,14 @@ def test_up_runs_supervises_and_stops_a_service_and_keeps_data_for_the_next_run(
     superuser_password = (data_dir / "postgres" / "superuser-password").read_text().strip()
     developer_token = (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip()
     assert superuser_password not in transcript and developer_token not in transcript
+    assert page_token_value.strip() not in transcript
 
     second = standin_up(data_dir, service_port, server_ports, crash_marker)
     report, code, transcript = readiness_once_up(second, service_port)
     assert code == 0, transcript
     assert (report["postgres_starts"], report["redis_starts"]) == (2, 2)
     assert (data_dir / "secrets" / "callers" / DEVELOPER_CALLER).read_text().strip() == developer_token
+    assert page_token_secret.read_text() == page_token_value  # kept: the tokens clients hold stay valid
 
 
 def test_callers_are_told_where_the_services_they_call_listen(tmp_path: Path) -> None:

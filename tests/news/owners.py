@@ -14,6 +14,7 @@ from delinkcious.link.app import DEFINITION as LINK
 from delinkcious.social_graph.app import DEFINITION as SOCIAL_GRAPH
 from werkzeug.serving import make_server
 
+from tests.support.process import page_token_secret
 from tests.support.user_service import StandInUserService
 
 
@@ -65,5 +66,6 @@ def news_environment(service_environment: Any, owners: Owners, redis_url: str, g
         "SOCIAL_GRAPH_SERVICE_URL": owners.graph_url,
         "LINK_SERVICE_URL": owners.link_url,
         "CALLER_TOKEN_FILE": str(service_environment.callers_dir / "news"),
+        "PAGE_TOKEN_SECRET": page_token_secret("news"),
         "LOG_FORMAT": "json",
     }

@@ -1,6 +1,7 @@
 """News page tokens: bound to their user, refused when changed, and a position no feed could have written (an
 integer beyond 64 bits, which Redis refuses) is the client's 400 — against both feed stores, and end to end through
-the gateway in front of the served news service."""
+the gateway in front of the served news service, which signs its tokens with its PAGE_TOKEN_SECRET and refuses one
+made under another secret."""
 from __future__ import annotations
 
 import base64
@@ -23,6 +24,7 @@ from tests.support.process import ServedService
 from tests.support.services import unique_username
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NEWS_SECRET = "news-page-token-secret-" + "v" * 16
 OUT_OF_RANGE = [[0, 2**63], [2**63, 0], [-(2**63) - 1, 0], [0, 10**30]]
 
 
@@ -74,8 +76,8 @@ def test_through_the_gateway_a_bad_news_token_is_a_400_and_never_a_503(service_e
                                                                           tmp_path):
     users = TokenStandIn()
     grpc_port, admin_port = free_port(), free_port()
-    news = ServedService("news", news_environment(service_environment, owners, redis_url, grpc_port),
-                         tmp_path / "news.log")
+    news = ServedService("news", {**news_environment(service_environment, owners, redis_url, grpc_port),
+                                  "PAGE_TOKEN_SECRET": NEWS_SECRET}, tmp_path / "news.log")
     secret = tmp_path / "session-secret"
     secret.write_text("s" * 32)
     gateway = ServedService("api-gateway", {
@@ -97,6 +99,17 @@ def test_through_the_gateway_a_bad_news_token_is_a_400_and_never_a_503(service_e
                                        params={"start_token": encode_cursor(position, ["news", reader])})
             assert response.status_code == 400 and response.json()["field"] == "start_token", response.text
         assert gateway.request("GET", "/v1/news", headers=headers).status_code == 200
+        # Signed with the secret the service was given: a token made under it is taken, one made under another
+        # secret (or none) is the client's 400.
+        position = [0, 0]
+        taken = gateway.request("GET", "/v1/news", headers=headers, params={
+            "start_token": PageTokens(NEWS_SECRET.encode()).encode(position, ["news", reader])})
+        assert taken.status_code == 200, taken.text
+        for other in (PageTokens(b"another-news-secret-" + b"w" * 12), PageTokens()):
+            refused = gateway.request("GET", "/v1/news", headers=headers,
+                                      params={"start_token": other.encode(position, ["news", reader])})
+            assert refused.status_code == 400 and refused.json()["field"] == "start_token", refused.text
+            assert "changed" in refused.json()["message"]
     finally:
         gateway.kill()
         news.kill()

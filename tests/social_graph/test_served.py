@@ -58,13 +58,14 @@ BASE = {
     "caller_auth": "disabled",
     "user_service_url": "http://127.0.0.1:8082",
     "caller_token": "t0ken",
+    "page_token_secret": "page-token-secret-of-social-graph-0123456789",
 }
 
 
 def test_settings_defaults():
     settings = load_settings(SocialGraphSettings, **BASE)
     assert settings.port == 8083 and settings.user_service_url == "http://127.0.0.1:8082"
-    assert "t0ken" not in repr(settings)
+    assert "t0ken" not in repr(settings) and "page-token-secret-of" not in repr(settings)
 
 
 @pytest.mark.parametrize("change,named", [
@@ -73,9 +74,11 @@ def test_settings_defaults():
     ({"user_service_url": "ftp://users.internal"}, "USER_SERVICE_URL"),
     ({"caller_token": None}, "CALLER_TOKEN"),
     ({"caller_token": "  "}, "CALLER_TOKEN"),
+    ({"page_token_secret": None}, "PAGE_TOKEN_SECRET"),
+    ({"page_token_secret": "s" * 31}, "PAGE_TOKEN_SECRET"),
 ])
-def test_the_user_service_url_and_the_caller_token_are_required(change, named, monkeypatch):
-    for name in ("USER_SERVICE_URL", "CALLER_TOKEN"):
+def test_the_user_service_url_the_caller_token_and_the_page_token_secret_are_required(change, named, monkeypatch):
+    for name in ("USER_SERVICE_URL", "CALLER_TOKEN", "PAGE_TOKEN_SECRET"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)
     values = {**BASE, **change}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from delinkcious.catalogue import get_service
 from delinkcious.local.servers import free_port
+
+# One PAGE_TOKEN_SECRET per service for the whole run, so that a service started again keeps reading its tokens.
+_PAGE_TOKEN_SECRETS: dict[str, str] = {}
+
+
+def page_token_secret(name: str) -> str:
+    """The PAGE_TOKEN_SECRET a served `name` gets when its environment names none."""
+    return _PAGE_TOKEN_SECRETS.setdefault(name, secrets.token_urlsafe(32))
 
 
 class ServedService:
@@ -23,6 +33,9 @@ class ServedService:
         env = {key: value for key, value in os.environ.items() if not key.startswith("PROMETHEUS_")}
         env.update(environment)
         env.update({"HOST": "127.0.0.1", "PORT": str(self.port)})
+        # A service that signs page tokens does not start without its secret: given as a deployment gives it.
+        if get_service(name).signs_page_tokens and not {"PAGE_TOKEN_SECRET", "PAGE_TOKEN_SECRET_FILE"} & set(env):
+            env["PAGE_TOKEN_SECRET"] = page_token_secret(name)
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "delinkcious.cli", "serve", name],

@@ -1,6 +1,7 @@
 """Running services in-process against the suite's real servers."""
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,11 @@ class ServiceEnvironment:
     ensure_database: Callable[..., Any]
     redis_url: str | None = None
     _migrated: dict[str, Any] = field(default_factory=dict)
+    _page_token_secrets: dict[str, str] = field(default_factory=dict)
+
+    def page_token_secret(self, service: str) -> str:
+        """The PAGE_TOKEN_SECRET this suite gives `service` (one per service, as a deployment has)."""
+        return self._page_token_secrets.setdefault(service, secrets.token_urlsafe(32))
 
     def database(self, definition: ServiceDefinition, name: str | None = None) -> Any:
         """The service's own database (role + db), migrated; created once per name."""
@@ -64,6 +70,8 @@ class ServiceEnvironment:
             values.update(database_url=access.dsn, database_password=access.read_password())
         if issubclass(definition.settings_class, RedisSettings):
             values["redis_url"] = self.redis_url
+        if "page_token_secret" in definition.settings_class.model_fields:  # as `up` and the deployments give it
+            values["page_token_secret"] = self.page_token_secret(definition.name)
         values.update(overrides)
         return load_settings(definition.settings_class, **values)
 

@@ -207,9 +207,9 @@ seccompProfile:
 {{- $ports | uniq | toJson -}}
 {{- end -}}
 
-{{/* Secret names. Args: root, kind (callerTokens, databasePasswords, redis, gateway). */}}
+{{/* Secret names. Args: root, kind (callerTokens, databasePasswords, redis, gateway, pageTokens). */}}
 {{- define "delinkcious.secretName" -}}
-{{- $suffixes := dict "callerTokens" "caller-tokens" "databasePasswords" "database-passwords" "redis" "redis" "gateway" "gateway" -}}
+{{- $suffixes := dict "callerTokens" "caller-tokens" "databasePasswords" "database-passwords" "redis" "redis" "gateway" "gateway" "pageTokens" "page-tokens" -}}
 {{- index .root.Values.secrets .kind | default (include "delinkcious.componentName" (dict "root" .root "component" (index $suffixes .kind))) -}}
 {{- end -}}
 
@@ -243,6 +243,9 @@ gives, as YAML. Args: root, name, service.
 {{- end -}}
 {{- if has "nats" $service.stores -}}
 {{- $_ := set $env "NATS_URL" (include "delinkcious.natsUrl" $root) -}}
+{{- end -}}
+{{- if $service.signsPageTokens -}}
+{{- $_ := set $env "PAGE_TOKEN_SECRET_FILE" (printf "%s/page-token-secret" $secrets) -}}
 {{- end -}}
 {{- range $service.calls -}}
 {{- $called := index $values.services . -}}
@@ -307,6 +310,12 @@ gives, as YAML. Args: root, name, service.
     name: {{ include "delinkcious.secretName" (dict "root" $root "kind" "redis") }}
     items:
       - {key: redis-password, path: redis-password}
+{{- end }}
+{{- if $service.signsPageTokens }}
+- secret:
+    name: {{ include "delinkcious.secretName" (dict "root" $root "kind" "pageTokens") }}
+    items:
+      - {key: {{ $name }}, path: page-token-secret}
 {{- end }}
 {{- if eq $name "api-gateway" }}
 - secret:

@@ -8,13 +8,17 @@ from typing import Any
 from .errors import InvalidInput
 
 # GitHub login rules: 1-39 characters of a-z, 0-9 and single inner dashes (lower-cased by us).
+# The public API's document states the same rule from these (contracts/public_api.py).
 USERNAME_MAX_LENGTH = 39
-_USERNAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){0,38}$")
+USERNAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+USERNAME_PROBLEM = "must be 1-39 characters of a-z, 0-9 and single inner dashes"
+_USERNAME = re.compile(USERNAME_PATTERN)
 
 
 def validate_username(username: Any, field_name: str = "username") -> str:
-    if not isinstance(username, str) or not _USERNAME.match(username):
-        raise InvalidInput(field_name, "must be 1-39 characters of a-z, 0-9 and single inner dashes")
+    # fullmatch: `$` alone would also let a trailing newline through.
+    if not isinstance(username, str) or len(username) > USERNAME_MAX_LENGTH or not _USERNAME.fullmatch(username):
+        raise InvalidInput(field_name, USERNAME_PROBLEM)
     return username
 
 

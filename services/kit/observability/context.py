@@ -15,16 +15,22 @@ from contextlib import contextmanager
 from contextvars import Token
 from typing import Any
 
+from ..core.deadline import remaining, reset_deadline, set_deadline
 from ..core.request_id import current_request_id, reset_request_id, set_request_id
 
 __all__ = [
     "REQUEST_ID_HEADER", "GRPC_REQUEST_ID_KEY", "accept_or_create_request_id", "current_request_id",
     "request_scope", "enter_request", "leave_request", "adopt_request_id", "outgoing_headers",
-    "outgoing_grpc_metadata", "event_headers", "presented_in",
+    "outgoing_grpc_metadata", "event_headers", "presented_in", "TIMEOUT_HEADER", "enter_deadline", "leave_deadline",
 ]
 
 REQUEST_ID_HEADER = "X-Request-Id"  # HTTP requests and responses, and NATS message headers
 GRPC_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()  # gRPC metadata keys are lower case
+
+# How many milliseconds the caller waits for the answer (its read timeout), on internal HTTP calls. gRPC carries
+# its own deadline (grpc-timeout).
+TIMEOUT_HEADER = "Delinkcious-Timeout-Ms"
+_LONGEST_TIMEOUT_MS = 10 * 60 * 1000
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -57,6 +63,22 @@ def leave_request(token: Token[str | None]) -> None:
     reset_request_id(token)
 
 
+def enter_deadline(presented: str | None) -> Token[float | None]:
+    """The caller's timeout from its TIMEOUT_HEADER (no deadline when it sent none, or nonsense); pair with
+    leave_deadline."""
+    try:
+        milliseconds = int(presented) if presented else None
+    except ValueError:
+        milliseconds = None
+    if milliseconds is not None and not 0 < milliseconds <= _LONGEST_TIMEOUT_MS:
+        milliseconds = None
+    return set_deadline(None if milliseconds is None else milliseconds / 1000)
+
+
+def leave_deadline(token: Token[float | None]) -> None:
+    reset_deadline(token)
+
+
 def adopt_request_id(presented: str | None) -> None:
     """Take `presented` as the current id in a context that is thrown away afterwards (a copied
     context running one message's handler)."""
@@ -69,10 +91,15 @@ def presented_in(headers: Mapping[str, Any] | None) -> str | None:
 
 
 # --- outgoing ----------------------------------------------------------------------------------
-def outgoing_headers() -> dict[str, str]:
-    """Headers that carry the current request on an HTTP call."""
+def outgoing_headers(timeout_s: float | None = None) -> dict[str, str]:
+    """Headers that carry the current request on an HTTP call that waits `timeout_s` for its answer: the request
+    id, and how long this caller waits (never longer than its own caller still waits)."""
     request_id = current_request_id()
-    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+    waits = [seconds for seconds in (timeout_s, remaining()) if seconds is not None]
+    if waits:
+        headers[TIMEOUT_HEADER] = str(max(1, int(min(waits) * 1000)))
+    return headers
 
 
 def outgoing_grpc_metadata() -> list[tuple[str, str]]:

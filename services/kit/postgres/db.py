@@ -17,6 +17,7 @@ import psycopg2.pool
 from psycopg2.extensions import make_dsn, parse_dsn
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
+from ..core.deadline import caller_gave_up
 from ..core.errors import Unavailable
 from ..observability.logs import get_logger
 
@@ -203,6 +204,8 @@ class Database:
             try:
                 with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
                     yield cursor
+                if caller_gave_up():  # it answered its own client already: a commit now would be a secret write
+                    raise Unavailable("the caller stopped waiting before the commit: nothing was written")
                 conn.commit()
             except BaseException:
                 if not conn.closed:

@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ..core.pages import PageTokens
+
 
 class ConfigurationError(SystemExit):
     """Raised (as a clean exit with status 2) when settings are wrong; the message names the setting."""
@@ -81,10 +83,35 @@ def _not_blank(value: SecretStr) -> SecretStr:
     return value
 
 
+# The shortest secret a key of HMAC-SHA256 may be (kit/core/pages.py's PageTokens wants 32 bytes).
+MIN_SIGNING_SECRET_LENGTH = 32
+
+
+def _long_enough_to_sign(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().strip()) < MIN_SIGNING_SECRET_LENGTH:
+        raise ValueError(f"must be at least {MIN_SIGNING_SECRET_LENGTH} characters (e.g. `openssl rand -hex 32`)")
+    return value
+
+
 # Where a service this one calls listens, and a secret a service cannot work without (e.g. the caller token of a
 # service that calls others).
 ServiceUrl = Annotated[str, AfterValidator(_absolute_http_url)]
 RequiredSecret = Annotated[SecretStr, AfterValidator(_not_blank)]
+# The page-token secret of a service whose listings hand out page tokens (`next_token`, kit/core/pages.py). The
+# catalogue says which services do (`signs_page_tokens`); each declares `page_token_secret: PageTokenSecret` and
+# builds its tokens with `page_tokens(settings.page_token_secret)`. Required: there is no unsigned mode.
+PageTokenSecret = Annotated[SecretStr, AfterValidator(_long_enough_to_sign), Field(description=(
+    "Signs the `next_token` of the service's listings (HMAC-SHA256), so that only this service can make one; a "
+    "token is also bound to its user and listing. Required: at least 32 characters, the same for every replica, "
+    "best from a mounted file (`PAGE_TOKEN_SECRET_FILE`). Each service has its own: `delinkcious up` generates one "
+    "per service in its data directory, docker-compose.yaml mounts `page-token-secret-<service>`, and the Helm "
+    "chart mounts the service's key of the page-tokens Secret. Changing it invalidates the tokens in flight (their "
+    "clients get `400` and start from the first page)."))]
+
+
+def page_tokens(secret: SecretStr) -> PageTokens:
+    """A service's page tokens, signed with its PAGE_TOKEN_SECRET."""
+    return PageTokens(secret.get_secret_value().strip().encode())
 
 
 class ProcessSettings(BaseSettings):

@@ -20,12 +20,12 @@ StubT = TypeVar("StubT")
 
 # gRPC reconnects a channel whose server went away with an exponential backoff of up to 120 s by default, and
 # fails every call at once meanwhile: a server that is back would not be called for up to two minutes. Attempts
-# at least once a second keep a dependency's recovery as fast as the dependency (the callers' circuit breakers
+# twice a second keep a dependency's recovery as fast as the dependency (the callers' circuit breakers
 # already keep calls from piling up on a server that is down).
 CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 500),
 )
 
 

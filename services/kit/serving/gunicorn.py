@@ -148,6 +148,23 @@ class ServiceWorker(ThreadWorker):
 
     _settled = False
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def closing_after_an_unread_body(environ: Any, start_response: Any) -> Any:
+            """A 413 leaves the request's body unread, and gunicorn drains at most 64 KiB of it before it drops the
+            connection: the answer says `Connection: close`, so the client does not send its next request on it."""
+
+            def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+                if status.startswith("413") and hasattr(getattr(start_response, "__self__", None), "force_close"):
+                    start_response.__self__.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = closing_after_an_unread_body
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         refusal = _refusal(exc, self.cfg)
         if refusal is None:

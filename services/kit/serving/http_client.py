@@ -184,6 +184,7 @@ class ServiceClient:
         self._pool = pool_class(url.host, url.port, maxsize=32, block=False, max_idle_s=max_idle_s, retries=retry,
                                 timeout=Timeout(connect=connect_timeout, read=read_timeout))
         self._headers = {CALLER_TOKEN_HEADER: caller_token} if caller_token else {}
+        self._read_timeout = read_timeout
 
     def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
                 headers: dict[str, str] | None = None) -> ServiceResponse:
@@ -192,7 +193,7 @@ class ServiceClient:
         target = f"{self._path_prefix}{path}"
         if params:
             target = f"{target}?{urlencode(params, doseq=True)}"
-        all_headers = {**self._headers, **outgoing_headers(), **(headers or {})}
+        all_headers = {**self._headers, **outgoing_headers(self._read_timeout), **(headers or {})}
         body = None
         if json is not None:
             body = dumps(json, allow_nan=False, separators=(",", ":")).encode()

@@ -20,7 +20,14 @@ from ..core.clock import format_timestamp
 from ..core.errors import InvalidInput, ServiceError, Unavailable
 from ..core.validation import check_json_depth, check_json_text, check_text, validate_username
 from ..observability import metrics
-from ..observability.context import REQUEST_ID_HEADER, enter_request, leave_request
+from ..observability.context import (
+    REQUEST_ID_HEADER,
+    TIMEOUT_HEADER,
+    enter_deadline,
+    enter_request,
+    leave_deadline,
+    leave_request,
+)
 from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
 from .callers import CALLER_TOKEN_HEADER, CallerPermissions
 from .runtime import ServiceRuntime
@@ -159,6 +166,7 @@ def is_ops_path(path: str) -> bool:
 def _begin_request(runtime: ServiceRuntime) -> None:
     g.started = time.perf_counter()
     g.request_id, g.request_context = enter_request(request.headers.get(REQUEST_ID_HEADER))
+    g.deadline_context = enter_deadline(request.headers.get(TIMEOUT_HEADER))
     if not is_ops_path(request.path):
         caller = runtime.callers.identify(request.headers.get(CALLER_TOKEN_HEADER))
         if caller:
@@ -190,6 +198,8 @@ def _end_request(_error: BaseException | None) -> None:
     # Worker threads are reused: nothing of this request may leak into the next one.
     if "request_context" in g:
         leave_request(g.request_context)
+    if "deadline_context" in g:
+        leave_deadline(g.deadline_context)
     clear_contextvars()
 
 
