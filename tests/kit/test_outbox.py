@@ -2,6 +2,7 @@
 stops and starts."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from delinkcious.kit.messaging.outbox import OutboxRelay
 from delinkcious.kit.postgres.db import Database, build_dsn
 from delinkcious.kit.postgres.unit_of_work import record_event
 from delinkcious.link.app import DEFINITION
+from prometheus_client import REGISTRY
 
 from tests.support.jetstream import read_events, wait_for_events, wait_until
 from tests.support.services import unique_username
@@ -133,6 +135,39 @@ def test_only_committed_transactions_that_wrote_events_wake_the_relay(service_en
         assert wait_until(lambda: runtime.outbox.stats()["pending_events"] == 0)
         published = wait_for_events(service_environment.nats_url, LINKS_STREAM.name, LINK_ADDED, 1, author=author)
         assert [published_event["event_id"] for published_event in published] == [committed.event_id]
+
+
+def test_while_the_broker_is_down_commits_do_not_cut_the_back_off_short(link_database, private_nats):
+    """Every commit that wrote an event wakes the relay; while NATS is down each attempt fails at once, so a wake-up
+    per commit would be an attempt (and a transaction) per write. It backs off (0.4, 0.8, 1.6 s ...) and the
+    broker's return, not the next commit, ends the wait."""
+    connection = NatsConnection(private_nats.url, "outbox-backoff-test", streams=[LINKS_STREAM])
+    connection.start()
+    relay = OutboxRelay("backoff-test", link_database, connection, poll_interval=3600)
+    author = unique_username()
+    try:
+        assert wait_until(lambda: connection.ready)
+        private_nats.stop()
+        assert wait_until(lambda: not connection.connected)
+        relay.start()
+        with link_database.transaction() as cursor:
+            record_event(cursor, Event(subject=LINK_ADDED, event_type="link_added", author=author,
+                                       data={"url": "https://held.example/"}))
+
+        def failed_attempts() -> float:
+            return REGISTRY.get_sample_value("delinkcious_outbox_publish_failures_total",
+                                             {"service": "backoff-test"}) or 0.0
+
+        before = failed_attempts()
+        for _ in range(40):  # two seconds of commits
+            relay.notify()
+            time.sleep(0.05)
+        assert failed_attempts() - before <= 5
+        private_nats.start()
+        assert wait_for_events(private_nats.url, LINKS_STREAM.name, LINK_ADDED, 1, timeout=30, author=author)
+    finally:
+        relay.stop_and_drain(timeout=5)
+        connection.close()
 
 
 def test_a_nats_reconnect_wakes_the_relay(link_database, private_nats):

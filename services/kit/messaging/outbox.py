@@ -39,12 +39,15 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._retention_hours = retention_hours
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # a commit wrote events, NATS is back, or stop
+        # Ends a back-off early: NATS is back, or stop. Not a commit: while the broker is down every write would
+        # otherwise set off another failing attempt (and a transaction) past the back-off.
+        self._retry_now = threading.Event()
         self._notifications = 0
         self._notifications_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
-        nats_connection.on_reconnect(self.notify)  # publish the backlog as soon as the broker is back
+        nats_connection.on_reconnect(self._broker_back)  # publish the backlog as soon as the broker is back
         self._last_prune = 0.0
         self._last_stats = 0.0
 
@@ -57,6 +60,10 @@ class OutboxRelay:
         with self._notifications_lock:
             self._notifications += 1
         self._wake.set()
+
+    def _broker_back(self) -> None:
+        self._retry_now.set()
+        self.notify()
 
     @property
     def notifications(self) -> int:
@@ -76,6 +83,7 @@ class OutboxRelay:
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
+        self._retry_now.set()
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         while time.monotonic() < deadline:
             try:
@@ -108,8 +116,9 @@ class OutboxRelay:
                     log.warning("outbox_publish_failed", error=str(exc) or type(exc).__name__,
                                 failures=failures, retry_in_s=delay)
                 self._refresh_stats_quietly()
-                self._wake.wait(delay)
-                self._wake.clear()
+                self._retry_now.wait(delay)
+                self._retry_now.clear()
+                self._wake.clear()  # the next attempt publishes whatever those commits wrote
                 continue
             self._wake.wait(self._poll_interval)
             self._wake.clear()
