@@ -138,3 +138,41 @@ def test_a_handler_asking_for_its_message_later_gets_it_back_after_that_delay(na
     finally:
         group.stop(timeout=10)
         connection.close(timeout=5)
+
+
+def test_a_deployed_consumer_takes_its_new_subjects_and_settings(nats_url):
+    """A new release subscribes its durable consumer to one more subject (and with another ack wait): the consumer
+    already on the server is brought to that config, not left as the last release made it (so the new subject's
+    events would never arrive)."""
+    stream, first_subject = fresh_stream()
+    second_subject = first_subject.replace(".done", ".also")
+    handled: list[int] = []
+
+    def handler(event_handled: Event) -> None:
+        handled.append(int(event_handled.data["number"]))
+
+    connection = NatsConnection(nats_url, client_name="kit-test", streams=[stream])
+    connection.start()
+    try:
+        assert wait_until(lambda: connection.ready)
+        durable = f"kit-upgrade-{uuid.uuid4().hex[:6]}"
+        before = ConsumerGroup("kit-test", connection, [Subscription(stream, (first_subject,), durable, handler)])
+        before.start()
+        publish_event(nats_url, first_subject, event(1))
+        assert wait_until(lambda: handled == [1], timeout=10)
+        before.stop(timeout=10)
+
+        after = ConsumerGroup("kit-test", connection, [
+            Subscription(stream, (first_subject, second_subject), durable, handler, ack_wait_s=7.0)])
+        after.start()
+        try:
+            publish_event(nats_url, second_subject, event(2))
+            assert wait_until(lambda: handled == [1, 2], timeout=10), handled
+            info = connection.run(connection.jetstream.consumer_info(stream.name, durable))
+            assert sorted(info.config.filter_subjects or [info.config.filter_subject]) == sorted(
+                [first_subject, second_subject])
+            assert info.config.ack_wait == 7.0
+        finally:
+            after.stop(timeout=10)
+    finally:
+        connection.close(timeout=5)

@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
 
 from ...contracts.events import Event, EventContract, InvalidEvent, StreamSpec
 from ..core.errors import InvalidInput, NotFound, RetryLater
@@ -184,6 +185,13 @@ class ConsumerGroup:
             filter_subjects=list(subscription.subjects) if len(subscription.subjects) > 1 else None,
             filter_subject=subscription.subjects[0] if len(subscription.subjects) == 1 else None,
         )
+        try:
+            # Creates the durable consumer, or brings the one a previous release made to this config (JetStream
+            # changes what it lets change: subjects, ack wait, in-flight limit). pull_subscribe alone would bind to
+            # the old config for ever: a subject added in a release would never be delivered.
+            await self._nats.jetstream.add_consumer(subscription.stream.name, config=config)
+        except BadRequestError as error:  # a change JetStream refuses on a live consumer (e.g. its deliver policy)
+            log.error("consumer_config_not_applied", durable=subscription.durable, error=error.description)
         return await self._nats.jetstream.pull_subscribe(
             subscription.subjects[0] if len(subscription.subjects) == 1 else "",
             durable=subscription.durable,
