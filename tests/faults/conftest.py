@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from delinkcious.local.processes import recorded_process
 
 from tests.local.test_runtime import UpProcess, wait_until
 from tests.local.test_up_system import free_ports, start_up
+from tests.support.web import answering_host
 
 SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway")
 SERVERS = ("postgres", "nats", "redis")
@@ -212,28 +212,10 @@ class User:
                 return found
 
 
-class _Answering(BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_GET = do_HEAD
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def web_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering_host() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -343,6 +325,14 @@ class Load:
         return [outcome for outcome in self.outcomes
                 if outcome.status >= 400 and not (outcome.status == 503 and outcome.code == "unavailable")
                 or outcome.status == 0]
+
+    def started_between(self, start: float, end: float) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if start <= outcome.started < end]
+
+    def first_answered_after(self, moment: float, status: int) -> float | None:
+        """When the first request sent after `moment` that got `status` was answered."""
+        return min((outcome.started + outcome.took for outcome in self.outcomes
+                    if outcome.status == status and outcome.started >= moment), default=None)
 
     def unavailable_after(self, moment: float) -> list[Outcome]:
         return [outcome for outcome in self.outcomes if outcome.status == 503 and outcome.started >= moment]

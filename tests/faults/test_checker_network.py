@@ -8,13 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
 
 from tests.faults.conftest import Figures, System
 from tests.local.test_runtime import wait_until
+from tests.support.web import Answering
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 LINKS_PER_HOST = 3
@@ -28,23 +29,13 @@ class Network:
         self.silent_connections = 0
         network = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Answering):
             def handle(self) -> None:
                 if not network.up.is_set():
                     network.silent_connections += 1
                     network.up.wait(30)  # holds the connection, answers nothing
                     return
                 super().handle()
-
-            def do_HEAD(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_HEAD
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         self.servers = [ThreadingHTTPServer((host, 0), Handler) for host in HOSTS]
         for server in self.servers:

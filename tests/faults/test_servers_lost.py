@@ -7,8 +7,6 @@ back; a Redis that lost its data is rebuilt from the owners (links, follows) wit
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from collections import Counter
 
@@ -51,6 +49,12 @@ def run_adds(author: User, prefix: str, count: int, rate: float, during) -> tupl
         during(load)
         assert load.finished(120)
     return load, acknowledged
+
+
+def postgres_processes(system: System) -> list[psutil.Process]:
+    """The postmaster and every backend: each backend is a session of its own, so no process group holds them all."""
+    postmaster = system.process("postgres")
+    return [postmaster, *postmaster.children(recursive=True)]
 
 
 def feed_urls(reader: User, author: User, prefix: str) -> Counter[str]:
@@ -100,16 +104,16 @@ def test_postgres_killed_under_writes_answers_clean_503s_and_keeps_every_acknowl
 
     def kill_postgres(load: Load) -> None:
         assert wait_until(lambda: len(load.outcomes) >= 100, timeout=60)
-        postgres = system.process("postgres")
-        os.killpg(postgres.pid, signal.SIGKILL)  # the postmaster and its backends: the server's machine is gone
+        for process in postgres_processes(system):  # the server's machine is gone
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         moments["killed"] = time.monotonic()
         system.up.wait_for_line("[up] postgres is ready again", timeout=60)
         moments["back"] = time.monotonic()
 
     load, acknowledged = run_adds(author, "pg", 400, 40, kill_postgres)
-    during = [outcome for outcome in load.outcomes if moments["killed"] <= outcome.started < moments["back"]]
-    first_success_after = min((outcome.started + outcome.took for outcome in load.outcomes
-                               if outcome.status == 201 and outcome.started >= moments["back"]), default=None)
+    during = load.started_between(moments["killed"], moments["back"])
+    first_success_after = load.first_answered_after(moments["back"], 201)
     stored = stored_urls(author, "pg")
 
     assert not load.failures(), load.failures()[:5]
@@ -133,9 +137,7 @@ def test_postgres_frozen_for_10_s_answers_within_the_timeouts_and_recovers(syste
 
     def freeze_postgres(load: Load) -> None:
         assert wait_until(lambda: len(load.outcomes) >= 60, timeout=60)
-        postgres = system.process("postgres")
-        # The postmaster and every backend (each backend is a session of its own, so no process group has them all).
-        frozen = [postgres, *postgres.children(recursive=True)]
+        frozen = postgres_processes(system)
         for process in frozen:
             process.suspend()
         moments["frozen"] = time.monotonic()
@@ -150,9 +152,8 @@ def test_postgres_frozen_for_10_s_answers_within_the_timeouts_and_recovers(syste
         moments["thawed"] = time.monotonic()
 
     load, acknowledged = run_adds(author, "frozen", 600, 30, freeze_postgres)
-    during = [outcome for outcome in load.outcomes if moments["frozen"] <= outcome.started < moments["thawed"]]
-    first_success_after = min((outcome.started + outcome.took for outcome in load.outcomes
-                               if outcome.status == 201 and outcome.started >= moments["thawed"]), default=None)
+    during = load.started_between(moments["frozen"], moments["thawed"])
+    first_success_after = load.first_answered_after(moments["thawed"], 201)
     stored = stored_urls(author, "frozen")
 
     assert not load.failures(), load.failures()[:5]

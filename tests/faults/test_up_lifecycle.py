@@ -6,7 +6,6 @@ secret: no access token, caller token, session or client secret, page-token or d
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,9 @@ import pytest
 from delinkcious.local.processes import recorded_process
 
 from tests.faults.conftest import SYSTEM_ENVIRONMENT, Figures, System
-from tests.local.test_runtime import wait_until
+from tests.local.test_runtime import is_alive, listening, wait_until
 from tests.local.test_up_system import NOISE, start_up
+from tests.support.web import web_hosts
 
 
 def recorded_children(data_dir: Path) -> dict[str, psutil.Process]:
@@ -26,48 +26,11 @@ def recorded_children(data_dir: Path) -> dict[str, psutil.Process]:
     return {name: process for name, process in found.items() if process is not None}
 
 
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def silent_host() -> Iterator[tuple[str, list[socket.socket]]]:
     """A host that accepts connections and never answers; the connections it took."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    held: list[socket.socket] = []
-    done = False
-
-    def hold() -> None:
-        while not done:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", held
-    finally:
-        done = True
-        holder.join(5)
-        for connection in held:
-            connection.close()
-        listener.close()
+    with web_hosts() as hosts:
+        yield hosts["silent"], hosts["silent_connections"]
 
 
 def secrets_of(data_dir: Path) -> set[str]:
@@ -90,11 +53,11 @@ def test_up_killed_hard_restarted_and_stopped_with_a_check_in_flight(system: Sys
 
     def all_gone() -> bool:
         for name, process in children.items():
-            if name not in gone_at and not alive(process):
+            if name not in gone_at and not is_alive(process):
                 gone_at[name] = time.monotonic() - killed_at
         return len(gone_at) == len(children)
 
-    assert wait_until(all_gone, timeout=15), {name: process.pid for name, process in children.items() if alive(process)}
+    assert wait_until(all_gone, timeout=15), {name: process.pid for name, process in children.items() if is_alive(process)}
     gone_after = max(gone_at.values())
     servers_gone_after = max(gone_at[name] for name in ("postgres", "nats", "redis"))
     assert not [port for port in system.ports.values() if listening(port)]

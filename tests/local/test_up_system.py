@@ -3,12 +3,9 @@ second `up` on the same data directory finds everything as it was; a crashed ser
 system is ready again; a stop with a link check waiting on a silent host is over within 30 s."""
 from __future__ import annotations
 
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from delinkcious.local.servers import free_port
 
 from tests.local.test_runtime import UpProcess, inherited_environment, wait_until
 from tests.support.jetstream import read_events
+from tests.support.web import web_hosts as hosts
 
 SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway")
 NOISE = ("Traceback", "Task was destroyed", "Event loop is closed", "Exception in thread", "was never awaited")
@@ -101,48 +99,8 @@ def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
 
 @pytest.fixture
 def web_hosts() -> Iterator[dict[str, Any]]:
-    """Two hosts for the link checker on this machine: one that answers 200, one that accepts connections and
-    never says a word (a slow host); `silent_connections` counts the connections the silent one took."""
-    class Answering(BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-
-        do_GET = do_HEAD
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    answering = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-    answering.daemon_threads = True
-    threading.Thread(target=answering.serve_forever, daemon=True).start()
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    silent.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def hold_connections() -> None:
-        while not stop.is_set():
-            try:
-                held.append(silent.accept()[0])
-            except OSError:
-                continue
-
-    holder = threading.Thread(target=hold_connections, daemon=True)
-    holder.start()
-    try:
-        yield {"answering": f"http://127.0.0.1:{answering.server_address[1]}",
-               "silent": f"http://127.0.0.1:{silent.getsockname()[1]}", "silent_connections": held}
-    finally:
-        stop.set()
-        holder.join(5)
-        answering.shutdown()
-        answering.server_close()
-        for connection in held:
-            connection.close()
-        silent.close()
+    with hosts() as found:
+        yield found
 
 
 def readiness(port: int) -> int:
