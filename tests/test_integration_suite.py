@@ -9,7 +9,7 @@ from pathlib import Path
 
 from delinkcious.local.servers import free_port
 
-from tests.local.test_runtime import UpProcess, inherited_environment
+from tests.support.up import UpProcess, inherited_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway")

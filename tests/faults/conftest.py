@@ -26,8 +26,8 @@ import pytest
 import requests
 from delinkcious.local.processes import recorded_process
 
-from tests.local.test_runtime import UpProcess, wait_until
-from tests.local.test_up_system import free_ports, start_up
+from tests.support.jetstream import wait_until
+from tests.support.up import UpProcess, free_ports, start_up
 from tests.support.web import answering_host
 
 SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway")

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.faults.conftest import Figures, System
-from tests.local.test_runtime import wait_until
+from tests.support.jetstream import wait_until
 from tests.support.web import Answering
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")

@@ -14,7 +14,7 @@ import psutil
 import requests
 
 from tests.faults.conftest import Figures, Load, System, User, exited_within
-from tests.local.test_runtime import wait_until
+from tests.support.jetstream import wait_until
 
 
 def follow(reader: User, author: User) -> None:

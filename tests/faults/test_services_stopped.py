@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.faults.conftest import SERVICES, Figures, Load, Outcome, System, User, exited_within
-from tests.local.test_runtime import wait_until
+from tests.support.jetstream import wait_until
 
 # The public routes that need each service (the checker is on no request's path).
 ROUTES = {

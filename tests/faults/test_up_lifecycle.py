@@ -15,8 +15,8 @@ import pytest
 from delinkcious.local.processes import recorded_process
 
 from tests.faults.conftest import SYSTEM_ENVIRONMENT, Figures, System
-from tests.local.test_runtime import is_alive, listening, wait_until
-from tests.local.test_up_system import NOISE, start_up
+from tests.support.jetstream import wait_until
+from tests.support.up import NOISE, is_alive, listening, start_up
 from tests.support.web import web_hosts
 
 

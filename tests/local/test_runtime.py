@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
-import signal
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -45,7 +41,9 @@ from delinkcious.local.wiring import (
     service_url_variable,
 )
 
+from tests.support.jetstream import wait_until
 from tests.support.servers import serving
+from tests.support.up import UpProcess, inherited_environment, is_alive, listening
 
 LINK = ServiceFacts(
     name="link", summary="stand-in", port=8081, uses_postgres=True, uses_nats=True, allowed_callers=("api-gateway",),
@@ -290,40 +288,6 @@ sys.exit(local.run())
 """
 
 
-class UpProcess:
-    """`up` in a subprocess, its stdout lines collected by a thread."""
-
-    def __init__(self, command: list[str], environment: dict[str, str]):
-        # stderr (the runtime's [up] messages) joins stdout: one ordered transcript, one reader.
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for_line(self, prefix: str, timeout: float = 60) -> str:
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no line starting with {prefix!r}; got {self.output}") from None
-            self.output.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM, then the exit code and the whole transcript."""
-        self.process.send_signal(signal.SIGTERM)
-        self.wait_for_line("delinkcious stopped")
-        return self.process.wait(60), "\n".join(self.output)
-
-
 def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, int], crash_marker: Path,
                **standin_settings: str) -> UpProcess:
     postgres_port, nats_port, redis_port = server_ports
@@ -334,14 +298,6 @@ def standin_up(data_dir: Path, service_port: int, server_ports: tuple[int, int, 
     ]  # fmt: skip
     overrides = {f"STANDIN__{name}": value for name, value in standin_settings.items()}
     return UpProcess(command, {**inherited_environment(), "STANDIN__CRASH_MARKER": str(crash_marker), **overrides})
-
-
-def inherited_environment() -> dict[str, str]:
-    import os
-
-    from delinkcious.local.wiring import SERVER_VARIABLES
-
-    return {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
 
 
 def readiness_report(port: int) -> dict[str, Any]:
@@ -664,22 +620,6 @@ def pid_files(data_dir: Path) -> dict[str, Path]:
     return {**{name: data_dir / name / f"{name}.pid" for name in SERVERS}, "standin": data_dir / "run" / "standin.pid"}
 
 
-def is_alive(process: psutil.Process) -> bool:
-    """Running, not a zombie (an orphan's zombie may wait for a reaper that never comes; it holds nothing)."""
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def recorded_children(data_dir: Path) -> dict[str, psutil.Process]:
     children = {name: recorded_process(path) for name, path in pid_files(data_dir).items()}
     assert all(children.values()), children
@@ -690,15 +630,6 @@ def kill_all(processes: Iterator[psutil.Process] | list[psutil.Process]) -> None
     for process in processes:
         with contextlib.suppress(psutil.Error):
             process.kill()
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @pytest.fixture

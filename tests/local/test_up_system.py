@@ -3,44 +3,20 @@ second `up` on the same data directory finds everything as it was; a crashed ser
 system is ready again; a stop with a link check waiting on a silent host is over within 30 s."""
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from delinkcious.contracts.events import LINK_ADDED, LINKS_STREAM
 from delinkcious.local.processes import recorded_process
-from delinkcious.local.servers import free_port
 
-from tests.local.test_runtime import UpProcess, inherited_environment, wait_until
-from tests.support.jetstream import read_events
+from tests.support.jetstream import read_events, wait_until
+from tests.support.up import NOISE, free_ports, start_up
 from tests.support.web import web_hosts as hosts
 
 SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway")
-NOISE = ("Traceback", "Task was destroyed", "Event loop is closed", "Exception in thread", "was never awaited")
-
-
-def free_ports() -> dict[str, int]:
-    return {name: free_port() for name in ("postgres", "nats", "redis", "oidc", "link", "user", "social-graph",
-                                           "news", "news-grpc", "link-checker", "api-gateway", "api-gateway-admin")}
-
-
-def start_up(data_dir: Path, ports: dict[str, int], **environment: str) -> UpProcess:
-    command = [
-        sys.executable, "-m", "delinkcious.cli", "up", "--data-dir", str(data_dir),
-        "--postgres-port", str(ports["postgres"]), "--nats-port", str(ports["nats"]),
-        "--redis-port", str(ports["redis"]), "--oidc-port", str(ports["oidc"]), "--log-format", "json",
-    ]  # fmt: skip
-    return UpProcess(command, {**inherited_environment(), "LINK__PORT": str(ports["link"]),
-                               "USER__PORT": str(ports["user"]), "SOCIAL_GRAPH__PORT": str(ports["social-graph"]),
-                               "NEWS__PORT": str(ports["news"]), "NEWS__GRPC_PORT": str(ports["news-grpc"]),
-                               "LINK_CHECKER__PORT": str(ports["link-checker"]),
-                               "API_GATEWAY__PORT": str(ports["api-gateway"]),
-                               "API_GATEWAY__ADMIN_PORT": str(ports["api-gateway-admin"]),
-                               "LINK__MAX_LINKS_PER_USER": "3", **environment})
 
 
 def test_up_serves_stops_and_restarts_on_the_same_data(tmp_path):
