@@ -13,9 +13,11 @@
 #     compose   docker-compose.yaml run with podman-compose on the images just built, the black-box smoke suite and
 #               the full suite (no local targets) against its published port, then `down -v`.
 #     cluster   the real single-node Kubernetes (k8s/cluster): the chart installed by k8s/install.sh with
-#               `--dry-run=server`, then for real (`--wait`); `helm test`; the black-box suite through a port-forward; a rolling restart of the link
-#               Deployment while the smoke and links suites run in a loop (no failed request); two replicas of every
-#               service and one pod of each deleted under the same load (no failed request); `helm uninstall`.
+#               `--dry-run=server`, then for real (`--wait`); `helm test`; the black-box suite through the gateway's
+#               ports forwarded to 127.0.0.1; a rolling restart of the link Deployment while the smoke and links
+#               suites run in a loop (no failed request); two replicas of every service and one pod of each deleted
+#               under load, the gateway's while the suites run inside the cluster (no failed request);
+#               `helm uninstall`.
 # Whatever fails, what a stage started is stopped in a trap (compose down, cluster down). Each stage's time is
 # printed at the end. Caches: ${XDG_CACHE_HOME:-$HOME/.cache}/delinkcious (tools, Kubernetes binaries, the base
 # file system) and buildah's image storage.
@@ -32,6 +34,7 @@ export BASE_IMAGE
 VERSION=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 CHART=helm/delinkcious
 CLUSTER_VALUES=k8s/cluster/values.yaml
+install_values=()  # what the cluster stage installs the chart with (helm's arguments)
 STANDINS=(POSTGRES_IMAGE=localhost/delinkcious-postgres:15 REDIS_IMAGE=localhost/delinkcious-redis:7
           NATS_IMAGE=localhost/delinkcious-nats:2.9)
 
@@ -244,21 +247,50 @@ cluster_down() {
   k8s/cluster/down.sh >/dev/null 2>&1 || k8s/cluster/down.sh
 }
 
-port_forwards=()
-forward() {  # svc/NAME|pod/NAME LOCAL:REMOTE...: port-forward in the background until the stage ends
-  kube -n "$NAMESPACE" port-forward --address 127.0.0.1 "$1" "${@:2}" >"$WORK/port-forward-${1#*/}.log" 2>&1 &
-  port_forwards+=($!)
-  local port=${2%%:*} deadline=$((SECONDS + 30))
+# The gateway's ports on this machine's 127.0.0.1 (its public address in the cluster values, and the development
+# identity provider's issuer), forwarded by the kernel to one gateway pod: NAT rules of our own, as kube-proxy's for
+# a NodePort on localhost (route_localnet, masquerading). Not `kubectl port-forward`: it goes through containerd's
+# stream server, which (containerd 1.6, kubernetes/kubernetes#74551) turns a server that answers before it has
+# read a request's whole body (a 413) and closes into an error that ends the port-forward, every connection with it.
+FORWARD_CHAINS=(DLK-VERIFY-OUTPUT DLK-VERIFY-POSTROUTING)
+forward() {  # pod/NAME LOCAL:REMOTE...: until stop_forwards, 127.0.0.1:LOCAL reaches the pod's port REMOTE
+  local ip mapping port
+  ip=$(kube -n "$NAMESPACE" get "$1" -o jsonpath='{.status.podIP}')
+  [[ -n $ip ]] || die "$1 has no IP"
+  stop_forwards
+  for mapping in "${@:2}"; do
+    port=${mapping%%:*}
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "127.0.0.1:$port is taken on this machine"; fi
+  done
+  iptables -w -t nat -N DLK-VERIFY-OUTPUT
+  iptables -w -t nat -N DLK-VERIFY-POSTROUTING
+  iptables -w -t nat -I OUTPUT -j DLK-VERIFY-OUTPUT
+  iptables -w -t nat -I POSTROUTING -j DLK-VERIFY-POSTROUTING
+  iptables -w -t nat -A DLK-VERIFY-POSTROUTING -s 127.0.0.1/32 -d "$ip/32" -j MASQUERADE
+  for mapping in "${@:2}"; do
+    iptables -w -t nat -A DLK-VERIFY-OUTPUT -d 127.0.0.1/32 -p tcp --dport "${mapping%%:*}" \
+      -j DNAT --to-destination "$ip:${mapping#*:}"
+  done
+  # Packets from 127.0.0.1 may leave through the pods' bridge (kube-proxy sets it for all interfaces already; the
+  # bridge, and so this, goes with the cluster).
+  sysctl -qw "net.ipv4.conf.${POD_BRIDGE:-dlkpods0}.route_localnet=1"
+  local deadline=$((SECONDS + 30))
+  port=${2%%:*}
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    ((SECONDS < deadline)) || die "port-forward to $1 not listening on $port"
+    ((SECONDS < deadline)) || die "127.0.0.1:$port does not reach $1"
     sleep 0.5
   done
+  log "127.0.0.1 ports ${*:2} forwarded to $1 ($ip)"
 }
 
 stop_forwards() {
-  local pid
-  for pid in "${port_forwards[@]}"; do kill "$pid" 2>/dev/null || true; done
-  port_forwards=()
+  local chain hook
+  for chain in "${FORWARD_CHAINS[@]}"; do
+    hook=${chain#DLK-VERIFY-}
+    while iptables -w -t nat -D "$hook" -j "$chain" 2>/dev/null; do :; done
+    iptables -w -t nat -F "$chain" 2>/dev/null || true
+    iptables -w -t nat -X "$chain" 2>/dev/null || true
+  done
 }
 
 cluster_logs() {
@@ -280,17 +312,19 @@ cluster() {
   export KUBECONFIG=$STATE_DIR/kubeconfig
   cleanups+=("stop_forwards; cluster_logs")
   # k8s/install.sh is what any cluster (and k8s/minikube.sh) installs with: namespace, secrets, helm upgrade --install.
-  local values=(-f "$CLUSTER_VALUES" --set "image.tag=$VERSION")
+  install_values=(-f "$CLUSTER_VALUES" --set "image.tag=$VERSION")
   log "install --dry-run=server"
-  NAMESPACE=$NAMESPACE RELEASE=$RELEASE k8s/install.sh "${values[@]}" --dry-run=server >/dev/null
+  NAMESPACE=$NAMESPACE RELEASE=$RELEASE k8s/install.sh "${install_values[@]}" --dry-run=server >/dev/null
   log "install --wait"
   local started=$SECONDS
-  NAMESPACE=$NAMESPACE RELEASE=$RELEASE k8s/install.sh "${values[@]}"
+  NAMESPACE=$NAMESPACE RELEASE=$RELEASE k8s/install.sh "${install_values[@]}"
   log "installed and ready in $((SECONDS - started)) s"
   log "helm test"
   helm_ test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout 5m | tee "$WORK/helm-test.log"
 
-  forward "svc/$RELEASE-api-gateway" 8080:8080 9400:9400
+  local pods
+  mapfile -t pods < <(pods_of "$RELEASE-api-gateway")
+  forward "${pods[0]}" 8080:8080 9400:9400
   suite http://127.0.0.1:8080 integration-test | tee "$WORK/cluster-suite.log"
   rolling_restart link
   stop_forwards
@@ -325,10 +359,14 @@ rolling_restart() {  # DEPLOYMENT: restarted while the smoke and links suites ru
   log "rolling restart of $deployment: $runs suite runs until the old pods were gone, no failed request"
 }
 
-# Two replicas of every service, then one pod of each service behind the gateway deleted while the suites that use
-# it run again and again through the gateway: no request may fail. Not the gateway's own pods: the port-forward is
-# bound to one of them, and deleting the other failed a request through it once (RemoteDisconnected, not yet
-# understood): proving the gateway needs the traffic to come from inside the cluster, through its Service.
+# Two replicas of every service, then one pod of each service deleted while the suites that use it run again and
+# again: no request may fail. For the five behind the gateway, the suites go to one gateway pod through the
+# forwarded ports (their users logged in afresh through the development identity provider, which only they reach).
+# The gateway's own pod is deleted while the suites run inside the cluster, in pods made from the chart's `helm test`
+# pod, through the gateway's Service, as any client in the cluster (or an ingress controller) reaches it: a
+# forward to one pod would prove only that the other pod's absence does not matter. (Deleting the other gateway
+# pod once failed a request here: the old stop of a `kubectl port-forward` killed the subshell, not kubectl, so the
+# next forward could not bind and the orphan, bound to the pod then deleted, carried the traffic.)
 pods_deleted_under_load() {
   local service deployment victim runs gateway_pod pods
   for service in $(service_names); do
@@ -348,14 +386,130 @@ pods_deleted_under_load() {
     kube -n "$NAMESPACE" delete "$victim" --wait=false >/dev/null
     runs=0
     while old_pods_remain "$victim" || ((runs < 2)) || ! replicas_ready "$deployment" 2; do
-      suite http://127.0.0.1:8080 integration-test/test_smoke.py integration-test/test_links.py \
-        integration-test/test_social.py integration-test/test_news.py -x \
+      suite http://127.0.0.1:8080 "${LOAD_SUITES[@]/#/integration-test/}" -x \
         || die "a request failed while $victim was deleted (run $((runs + 1)))"
       runs=$((runs + 1))
     done
     log "$victim deleted under load: $runs suite runs until it was replaced, no failed request"
   done
+  in_cluster_users
   stop_forwards
+  gateway_pod_deleted_under_load
+  kube -n "$NAMESPACE" delete secret "$RELEASE-suite-tokens" >/dev/null
+}
+
+LOAD_SUITES=(test_smoke.py test_links.py test_social.py test_news.py)
+IN_CLUSTER_USERS=(alice bob carol)  # test_news.py's unfollowing test needs three
+
+# The users of the in-cluster runs, logged in through the forwarded ports (the development identity provider is at
+# 127.0.0.1:9400 in the gateway's pod, out of reach of another pod): their tokens go into a Secret the runs mount,
+# and the runs use them (`--token`, the suites' mode for a deployment whose sign-in they cannot drive). The same
+# three users run after run: the gateway's per-user rate limit may make a run wait out 429s (the suites do).
+in_cluster_users() {
+  local tokens=$WORK/suite-tokens
+  rm -rf "$tokens" && mkdir -m 700 "$tokens"
+  "$PYTHON" - "$tokens" "${IN_CLUSTER_USERS[@]}" <<'PY'
+import secrets
+import sys
+from pathlib import Path
+
+sys.path.insert(0, "integration-test")
+from delinkcious_client import LOCAL_OIDC, Settings, login, new_session  # noqa: E402
+
+folder, roles = Path(sys.argv[1]), sys.argv[2:]
+settings = Settings(base_url="http://127.0.0.1:8080", request_timeout=10.0, wait_timeout=20.0, login_mode=LOCAL_OIDC)
+run = secrets.token_hex(3)
+for role in roles:
+    with new_session(settings) as session:
+        (folder / role).write_text(login(session, f"cluster-{role}-{run}")["access_token"])
+PY
+  kube -n "$NAMESPACE" create secret generic "$RELEASE-suite-tokens" --from-file "$tokens" >/dev/null
+  rm -rf "$tokens"
+  in_cluster_pod_manifest >"$WORK/suites-pod.yaml"
+}
+
+# The chart's `helm test` pod (image, security settings, the labels its NetworkPolicy admits to the gateway,
+# --base-url of the gateway's Service, --public-url), rendered with the installed values, with another name (one
+# per run), the load suites for arguments and the users' tokens mounted.
+in_cluster_pod_manifest() {
+  mkdir -p "$WORK/rendered"
+  helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "${install_values[@]}" \
+    --show-only templates/tests/test-smoke.yaml >"$WORK/rendered/test-smoke.yaml"
+  "$PYTHON" - "$WORK/rendered/test-smoke.yaml" "$RELEASE-suites-" "$RELEASE-suite-tokens" \
+    "${IN_CLUSTER_USERS[*]}" "${LOAD_SUITES[@]}" <<'PY'
+import sys
+
+import yaml
+
+source, prefix, secret, users, suites = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5:]
+pod = yaml.safe_load(open(source))
+meta = pod["metadata"]
+del meta["name"]
+meta["generateName"] = prefix
+meta["annotations"] = {k: v for k, v in meta["annotations"].items() if not k.startswith("helm.sh/")}
+container, = pod["spec"]["containers"]
+addresses = [arg for arg in container["args"] if arg.startswith(("--base-url=", "--public-url="))]
+assert len(addresses) == 2, container["args"]
+container["name"] = "suites"
+container["args"] = [*suites, *addresses, "--no-local-targets", "-x", "-q",
+                     *(f"--token={user}=@/run/secrets/suite-tokens/{user}" for user in users)]
+container.setdefault("volumeMounts", []).append(
+    {"name": "tokens", "mountPath": "/run/secrets/suite-tokens", "readOnly": True})
+pod["spec"].setdefault("volumes", []).append(
+    {"name": "tokens", "secret": {"secretName": secret, "defaultMode": 0o440}})
+yaml.safe_dump(pod, sys.stdout, sort_keys=False)
+PY
+}
+
+start_in_cluster_run() {  # prints pod/NAME of a new run of the load suites inside the cluster
+  kube -n "$NAMESPACE" create -f "$WORK/suites-pod.yaml" -o name
+}
+
+in_cluster_run_phase() {  # POD
+  kube -n "$NAMESPACE" get "$1" -o jsonpath='{.status.phase}'
+}
+
+wait_until_running() {  # POD: its suites started (or already over)
+  local deadline=$((SECONDS + 120))
+  until [[ $(in_cluster_run_phase "$1") =~ ^(Running|Succeeded|Failed)$ ]]; do
+    ((SECONDS < deadline)) || { kube -n "$NAMESPACE" describe "$1" >&2; die "$1 did not start in 120 s"; }
+    sleep 0.5
+  done
+}
+
+finish_in_cluster_run() {  # POD: waits for its end; 0 if its suites passed, else its log printed and 1
+  local deadline=$((SECONDS + 300)) phase
+  while phase=$(in_cluster_run_phase "$1"); [[ $phase != Succeeded && $phase != Failed ]]; do
+    ((SECONDS < deadline)) || { log "$1 still $phase after 300 s"; phase=Failed; break; }
+    sleep 1
+  done
+  kube -n "$NAMESPACE" logs "$1" >"$WORK/cluster-${1#pod/}.log" 2>&1 || true
+  if [[ $phase != Succeeded ]]; then
+    cat "$WORK/cluster-${1#pod/}.log" >&2
+    return 1
+  fi
+  log "$1: $(tail -n 1 "$WORK/cluster-${1#pod/}.log")"
+  kube -n "$NAMESPACE" delete "$1" --wait=false >/dev/null
+}
+
+# One gateway pod deleted while the load suites run inside the cluster, one run after another, until it is gone,
+# its replacement ready and at least two runs done: no run may fail. The first run has started when the pod is
+# deleted, so the deleted pod's whole stop (endpoints removed, preStop, SIGTERM, draining) happens under load.
+gateway_pod_deleted_under_load() {
+  local deployment=$RELEASE-api-gateway victim run runs=0 pods
+  mapfile -t pods < <(pods_of "$deployment")
+  victim=${pods[0]}
+  run=$(start_in_cluster_run)
+  wait_until_running "$run"
+  log "deleting $victim while the load suites run inside the cluster ($run first)"
+  kube -n "$NAMESPACE" delete "$victim" --wait=false >/dev/null
+  while :; do
+    finish_in_cluster_run "$run" || die "a request failed while $victim was deleted (in-cluster run $((runs + 1)), $run)"
+    runs=$((runs + 1))
+    old_pods_remain "$victim" || ((runs < 2)) || ! replicas_ready "$deployment" 2 || break
+    run=$(start_in_cluster_run)
+  done
+  log "$victim deleted under load: $runs in-cluster suite runs until it was replaced, no failed request"
 }
 
 pods_of() {  # DEPLOYMENT: its pods, as pod/NAME, one a line

@@ -4,8 +4,11 @@ Running them needs root and the package registries; the deployment proof does th
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,75 @@ def test_circleci_runs_the_same_two_steps() -> None:
     assert any(command.strip() == test_command for command in commands), commands
     assert any("bash k8s/verify.sh" in command for command in commands), commands
     assert set(config["workflows"]["ci"]["jobs"]) == set(config["jobs"])
+
+
+# --- the deployment proof's runs of the suites inside the cluster -------------------------------------------------
+VERIFY = ROOT / "k8s" / "verify.sh"
+
+
+def _helm() -> str | None:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "delinkcious/k8s/v1.20.2/bin/helm"
+    for candidate in (os.environ.get("HELM"), shutil.which("helm"), str(cache)):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def _verify_assignment(name: str) -> str:
+    """The line of verify.sh that assigns the top-level array NAME=(...)."""
+    return next(line for line in VERIFY.read_text().splitlines() if line.startswith(f"{name}=("))
+
+
+def _verify_array(name: str) -> list[str]:
+    """A bash array verify.sh assigns at the top level, as bash reads it."""
+    out = subprocess.run(["bash", "-c", f'{_verify_assignment(name)}\nprintf "%s\\n" "${{{name}[@]}}"'],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_the_suites_run_inside_the_cluster_exist() -> None:
+    suites = _verify_array("LOAD_SUITES")
+    assert suites and all((ROOT / "integration-test" / suite).is_file() for suite in suites), suites
+
+
+@pytest.mark.skipif(_helm() is None, reason="no helm binary (HELM, PATH, or k8s/cluster/build.sh's cache)")
+def test_the_pods_that_run_the_suites_inside_the_cluster_are_the_charts_helm_test_pod(tmp_path: Path) -> None:
+    """Same image, security settings, account and labels (those the chart's NetworkPolicy admits to the gateway) as
+    the chart's `helm test` pod, rendered from it with the installed values; only the name, the arguments and the
+    users' tokens differ."""
+    import yaml
+
+    helm = _helm()
+    values = ["-f", "k8s/cluster/values.yaml", "--set", "image.tag=9.9.9"]
+    script = (f'source <(sed -n "/^in_cluster_pod_manifest() {{/,/^}}$/p" k8s/verify.sh)\n'
+              f'{_verify_assignment("LOAD_SUITES")}\n{_verify_assignment("IN_CLUSTER_USERS")}\n'
+              "in_cluster_pod_manifest\n")
+    env = {"PATH": f"{Path(helm).parent}:/usr/bin:/bin", "RELEASE": "dlk", "NAMESPACE": "shop",
+           "CHART": "helm/delinkcious", "WORK": str(tmp_path), "PYTHON": sys.executable}
+    run = subprocess.run(["bash", "-c", f"set -euo pipefail\ninstall_values=({' '.join(values)})\n{script}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    pod = yaml.safe_load(run.stdout)
+    chart_pod = yaml.safe_load(subprocess.run(
+        [helm, "template", "dlk", "helm/delinkcious", "--namespace", "shop", *values,
+         "--show-only", "templates/tests/test-smoke.yaml"], cwd=ROOT, capture_output=True, text=True,
+        check=True).stdout)
+
+    assert pod["metadata"]["generateName"] == "dlk-suites-" and "name" not in pod["metadata"]
+    assert pod["metadata"]["labels"] == chart_pod["metadata"]["labels"]
+    assert not any(key.startswith("helm.sh/") for key in pod["metadata"]["annotations"])
+    spec, chart_spec = pod["spec"], chart_pod["spec"]
+    for key in ("restartPolicy", "serviceAccountName", "automountServiceAccountToken", "securityContext"):
+        assert spec[key] == chart_spec[key], key
+    (container,), (chart_container,) = spec["containers"], chart_spec["containers"]
+    for key in ("image", "imagePullPolicy", "env", "resources", "securityContext"):
+        assert container[key] == chart_container[key], key
+    addresses = [arg for arg in chart_container["args"] if arg.startswith(("--base-url=", "--public-url="))]
+    users = _verify_array("IN_CLUSTER_USERS")
+    assert container["args"] == [*_verify_array("LOAD_SUITES"), *addresses, "--no-local-targets", "-x", "-q",
+                                 *(f"--token={user}=@/run/secrets/suite-tokens/{user}" for user in users)]
+    assert addresses[0] == "--base-url=http://dlk-delinkcious-api-gateway:8080"  # the gateway's Service, not one pod
+    assert container["volumeMounts"] == [*chart_container["volumeMounts"],
+                                         {"name": "tokens", "mountPath": "/run/secrets/suite-tokens", "readOnly": True}]
+    assert spec["volumes"] == [*chart_spec["volumes"],
+                               {"name": "tokens", "secret": {"secretName": "dlk-suite-tokens", "defaultMode": 0o440}}]

@@ -6,7 +6,7 @@
 #   2. stop node daemons, kill any container left in containerd, stop it;
 #   3. stop the control plane;
 #   4. clean the host: mounts under $STATE_DIR, network namespaces, the pod
-#      bridge and the KUBE-*/CNI-* iptables chains this cluster created
+#      bridge and the KUBE-*/CNI-*/DLK-VERIFY-* iptables chains this cluster created
 #      (up.sh recorded what existed before, which is left alone).
 # Logs stay in $STATE_DIR/logs; everything else in $STATE_DIR is deleted.
 set -uo pipefail   # no -e: a failing cleanup step must not skip the others
@@ -108,11 +108,12 @@ remove_bridge() {
 
 # remove_chains IPTABLES: KUBE-*/CNI-* chains of kubelet, kube-proxy and the
 # CNI plugins that were not there before up.sh, with the rules jumping to them
+# (and DLK-VERIFY-*: k8s/verify.sh's forwards to a pod, if it was killed first)
 remove_chains() {
   local ipt=$1 before=$RUN_DIR/$1.chains.before table chain mine
   command -v "$ipt-save" >/dev/null || return 0
   for table in filter nat mangle raw; do
-    mine=$("$ipt-save" -t "$table" 2>/dev/null | awk '/^:(KUBE|CNI)-/ {print substr($1, 2)}' |
+    mine=$("$ipt-save" -t "$table" 2>/dev/null | awk '/^:(KUBE|CNI|DLK-VERIFY)-/ {print substr($1, 2)}' |
       while read -r chain; do
         [[ -f $before ]] && grep -qx -- "$table $chain" "$before" && continue
         echo "$chain"
@@ -121,7 +122,7 @@ remove_chains() {
     log "$ipt -t $table: removing $(wc -w <<<"$mine") chain(s)"
     # rules in other chains that jump to ours (built-in chains included)
     local rule target
-    "$ipt" -t "$table" -S 2>/dev/null | grep -E -- '^-A .* -j (KUBE|CNI)-' | while read -r rule; do
+    "$ipt" -t "$table" -S 2>/dev/null | grep -E -- '^-A .* -j (KUBE|CNI|DLK-VERIFY)-' | while read -r rule; do
       target=$(grep -oE -- '-j [^ ]+' <<<"$rule" | cut -d' ' -f2)
       grep -qx -- "$target" <<<"$mine" || continue
       # iptables -S quotes comments; eval restores them as single arguments

@@ -69,7 +69,7 @@ class GatewaySettings(BaseServiceSettings, RedisSettings):
         "a revoked token keeps working on another gateway instance. `0` asks every time."))
     downstream_timeout: float = Field(3.0, gt=0, description=(
         "Timeout of each internal call (the read timeout of an HTTP call, the deadline of a gRPC call); reads are "
-        "retried once."))
+        "retried once when the service refused them or answered 502/503/504, never after this timeout."))
     breaker_failures: int = Field(5, ge=1, description=(
         "A dependency failing this many times in a row (connection refused or reset, a timeout, a 5xx answer; "
         "never a 4xx answer about the request) is not called for BREAKER_RESET_SECONDS (503 at once)."))

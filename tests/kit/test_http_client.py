@@ -91,6 +91,17 @@ def test_non_idempotent_requests_are_not_retried(server):
     assert len(Recorder.calls) == 1
 
 
+def test_a_read_that_timed_out_is_not_sent_again(server):
+    """The service has the request and may still be working on it: a retry would double the work (and the wait)."""
+    Recorder.delay = 1.0
+    client = ServiceClient(server, caller_token="t", read_timeout=0.3, retries=2)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        client.request("GET", "/x")
+    assert time.monotonic() - started < 0.9
+    assert len(Recorder.calls) == 1
+
+
 def test_slow_dependency_times_out_as_unavailable(server):
     Recorder.delay = 2.0
     client = ServiceClient(server, caller_token="t", read_timeout=0.3, retries=0)

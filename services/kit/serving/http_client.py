@@ -12,8 +12,9 @@ keep-alive (5 s, kit/serving/gunicorn.py). A client that reuses such a connectio
 gets no answer, although the server never read the request. So a connection idle for longer than
 IDLE_CONNECTION_LIMIT_S is not reused (the client decides, well before the server closes it), and a request
 whose reused connection was closed before any answer arrived (a server restart, a keep-alive shorter than we
-think) is sent once more on a fresh connection, whatever its method. Any other failure keeps the usual rules:
-retried only for idempotent methods."""
+think) is sent once more on a fresh connection, whatever its method. Otherwise only idempotent methods are retried,
+and only when the service did not take the request (a refused connection) or answered 502/503/504: never after a
+read timeout."""
 from __future__ import annotations
 
 import threading
@@ -169,7 +170,10 @@ class ServiceClient:
         retry = _Retry(
             total=retries,
             connect=retries,
-            read=retries,
+            # Not after the request was sent: the service has it and may still be working on it (a costly query, a
+            # database that stalls). A second request would double that work on the dependency least able to take
+            # it, and make the caller wait twice the timeout for its 503.
+            read=0,
             status=retries,
             backoff_factor=0.2,
             allowed_methods=retry_methods,
