@@ -53,6 +53,13 @@ def role_secrets_dir(tmp_path: Path) -> Path:
     return tmp_path / "secrets"
 
 
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """Callers take several ports before binding any (up's servers and services); the OS alone may offer the same
+    unbound port again, so two of them would collide."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
 def test_free_port_can_be_bound() -> None:
     port = free_port()
     with socket.socket() as listener:

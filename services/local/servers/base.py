@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,12 +48,24 @@ class StartAbandoned(ServerError):
 # Addresses and probes
 
 
+# Every port free_port handed out in this process: callers pick several ports before anything binds one, and the
+# OS may offer a port again as long as nothing listens on it (a service was once given PostgreSQL's port).
+_HANDED_OUT: set[tuple[str, int]] = set()
+_HANDING_OUT = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (the OS picks it)."""
+    """A TCP port that is free on `host` right now (the OS picks it) and that this process never handed out."""
     family, kind, protocol, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, protocol) as probe:
-        probe.bind(address)
-        return int(probe.getsockname()[1])
+    with _HANDING_OUT:
+        for _ in range(1000):
+            with socket.socket(family, kind, protocol) as probe:
+                probe.bind(address)
+                port = int(probe.getsockname()[1])
+            if (host, port) not in _HANDED_OUT:
+                _HANDED_OUT.add((host, port))
+                return port
+    raise OSError(f"no free port on {host} that was not handed out already")
 
 
 def url_host(host: str) -> str:
