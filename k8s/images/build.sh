@@ -34,15 +34,6 @@ usage() {
   exit 2
 }
 
-# ./build.sh's pip_build_args, taken from there so the two never differ: it prints the build arguments (and the
-# CA bundle volume) for a pip step, one a line, from the PIP_* variables and pip's configuration files.
-load_pip_build_args() {
-  local definition
-  definition=$(sed -n '/^pip_build_args() {$/,/^}$/p' build.sh)
-  [[ $definition == *'pip_build_args()'*PY*'}' ]] || { echo "no pip_build_args function in build.sh" >&2; exit 1; }
-  eval "$definition"
-}
-
 # The image ID of the base when it is in local storage, else its name (pulled at build time).
 base_identity() {
   local base=$1
@@ -120,8 +111,9 @@ done
 version=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 pip_args=()
 if [[ " $* " == *" identity-provider "* || " $* " == *" integration-test "* ]]; then
-  load_pip_build_args
-  listed=$(pip_build_args buildah)
+  # ./build.sh's, so the two never differ: the build arguments (and the CA bundle volume) for a pip step, one a line,
+  # from the PIP_* variables and pip's configuration files.
+  listed=$(PYTHON=$PYTHON ./build.sh pip-build-args buildah)
   [[ -z $listed ]] || mapfile -t pip_args <<<"$listed"
 fi
 for key in "$@"; do build "$key"; done
