@@ -5,7 +5,8 @@
 #     release's .deb, fetched with a private apt configuration (the mirror is this machine's, read at run time by
 #     k8s/apt-mirror.sh) and unpacked with dpkg -x, never installed;
 #   - podman-compose, kubernetes-validate and checkov from PyPI, each in a virtualenv of its own;
-#   - podman with runc, netavark and aardvark-dns from apt (this machine's release), to run the compose stack.
+#   - podman with runc, netavark and aardvark-dns from apt (this machine's release), to run the compose stack;
+#   - prometheus (with promtool) from apt, to check and unit-test the alerting rules and run `up --monitoring`.
 # Cached under ${XDG_CACHE_HOME:-$HOME/.cache}/delinkcious/tools: a second run installs nothing.
 #   k8s/tools.sh            prints the bin directory
 set -euo pipefail
@@ -68,7 +69,7 @@ python_tool() {  # VENV PACKAGE COMMAND...
   for command in "$@"; do ln -sf "$venv/bin/$command" "$bin/$command"; done
 }
 
-apt_packages podman runc netavark aardvark-dns uidmap slirp4netns
+apt_packages podman runc netavark aardvark-dns uidmap slirp4netns prometheus
 docker_compose
 python_tool podman-compose-venv "podman-compose>=1.2" podman-compose
 python_tool validate-venv "kubernetes-validate>=1.31" kubernetes-validate

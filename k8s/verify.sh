@@ -8,6 +8,9 @@
 #               the chart through `helm lint --strict` and `helm template` (default, production and cluster values,
 #               Kubernetes 1.20 and 1.31), the output through `kubernetes-validate --strict` and checkov, the
 #               kustomize overlays through `kubectl kustomize --enable-helm`.
+#     monitoring  the alerting rules through `promtool check rules` and `promtool test rules`
+#               (k8s/monitoring/check-rules.sh); `delinkcious up --monitoring` with the real Prometheus, every service
+#               scraped and the rules loaded (k8s/monitoring/check-local.py).
 #     images    the Debian base, the six service images, the stand-ins for the servers and the support images,
 #               all with buildah (cached: an image that exists is reused, REBUILD=1 rebuilds).
 #     compose   docker-compose.yaml run with podman-compose on the images just built, the black-box smoke suite and
@@ -137,6 +140,13 @@ static_checks() {
   log "checkov (Dockerfiles and the rendered manifests; skips are justified where they are written)"
   checkov --quiet --compact --framework kubernetes dockerfile --skip-download \
     -f "${dockerfiles[@]}" "$WORK/rendered/default.yaml" "$WORK/rendered/production.yaml"
+}
+
+monitoring_checks() {
+  # The alerting rules: promtool's syntax check and its unit tests of every alert (Debian's prometheus package).
+  k8s/monitoring/check-rules.sh
+  # `delinkcious up --monitoring` with the real Prometheus: every service scraped, the rules loaded.
+  "$PYTHON" k8s/monitoring/check-local.py
 }
 
 build_images() {
@@ -542,16 +552,17 @@ old_pods_remain() {  # NAMES: any of these pods still exists (terminating or not
 
 main() {
   local stages=("$@")
-  ((${#stages[@]})) || stages=(static images compose cluster)
+  ((${#stages[@]})) || stages=(static monitoring images compose cluster)
   stage tools tools
   local name
   for name in "${stages[@]}"; do
     case $name in
       static) stage static static_checks ;;
+      monitoring) stage monitoring monitoring_checks ;;
       images) stage images build_images ;;
       compose) stage compose compose_stack ;;
       cluster) stage cluster cluster ;;
-      *) die "unknown stage $name (static, images, compose, cluster)" ;;
+      *) die "unknown stage $name (static, monitoring, images, compose, cluster)" ;;
     esac
   done
   log "deployment proof passed"

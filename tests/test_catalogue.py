@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from delinkcious.catalogue import SERVICES, ServiceFacts, get_service
+from delinkcious.local.options import parse_options
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a service port looks like in prose: 8080-8099 and 9080-9099 (the servers `up` starts use 14xxx-16xxx).
@@ -15,6 +16,9 @@ PORT_LIKE = re.compile(r"(?<![\d.])(?:80|90)[89]\d(?![\d])")
 
 def ports_of(facts: ServiceFacts) -> set[int]:
     return {port for port in (facts.port, facts.admin_port, facts.grpc_port) if port is not None}
+
+
+UP_PROMETHEUS_PORT = parse_options([], {}, False).prometheus_port
 
 
 def owner_of(port: int) -> ServiceFacts | None:
@@ -57,6 +61,8 @@ def test_ports_written_in_the_docs_are_the_catalogues(path):
             if line[:match.start()].endswith("__PORT="):  # an example of overriding the catalogue's port
                 continue
             port = int(match.group())
+            if port == UP_PROMETHEUS_PORT:  # `delinkcious up --monitoring`'s Prometheus, an option's default
+                continue
             owner = owner_of(port)
             named_on_line = owner is not None and (owner.name in line or owner.package in line
                                                    or owner.name.upper().replace("-", "_") in line)

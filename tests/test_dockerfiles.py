@@ -205,3 +205,10 @@ def test_build_context_is_enough_for_pip_install(tmp_path):
     assert {"delinkcious/link/migrations/link_0001_links.sql", "delinkcious/link/README.md"} <= names
     [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
     assert "delinkcious = delinkcious.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_the_image_keeps_exactly_the_swagger_ui_files_the_gateway_serves():
+    from delinkcious.api_gateway.openapi import _SWAGGER_UI_FILES
+
+    kept = set(re.findall(r"! -name (\S+)", DOCKERFILE.read_text())) - {"LICENSE"}
+    assert kept == set(_SWAGGER_UI_FILES)

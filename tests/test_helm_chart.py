@@ -537,3 +537,21 @@ def test_the_readme_documents_every_checkov_skip_the_chart_makes():
         path.read_text() for path in (CHART / "templates").rglob("*") if path.is_file())))
     readme = (CHART / "README.md").read_text()
     assert skips and all(skip in readme for skip in skips), textwrap.shorten(str(skips), 200)
+
+
+@needs_helm
+def test_tracing_is_off_by_default_and_on_for_every_service_with_an_endpoint(rendered, tmp_path):
+    for facts in SERVICES:
+        assert not any(name.startswith("OTEL_") for name in
+                       objects(rendered, "ConfigMap")[f"dlk-delinkcious-{facts.name}-env"]["data"])
+    traced = tmp_path / "tracing.yaml"
+    traced.write_text("tracing: {otlpEndpoint: 'http://collector.observability:4318', samplerRatio: 0.25}\n")
+    documents = render(*CURRENT, "-f", str(traced))
+    policies = objects(documents, "NetworkPolicy")
+    for facts in SERVICES:
+        config = objects(documents, "ConfigMap")[f"dlk-delinkcious-{facts.name}-env"]["data"]
+        assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.observability:4318"
+        assert config["OTEL_SERVICE_NAME"] == facts.name
+        assert config["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+        egress = policies[f"dlk-delinkcious-{facts.name}"]["spec"]["egress"]
+        assert any({"protocol": "TCP", "port": 4318} in rule["ports"] for rule in egress), facts.name

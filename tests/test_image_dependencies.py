@@ -264,6 +264,14 @@ IMPORT_CHECK = textwrap.dedent("""
         for name in names:  # `from module import name`: an attribute, or a submodule
             if not hasattr(imported, name):
                 importlib.import_module(f"{module}.{name}")
+    # Tracing: each library the service uses comes with its instrumentation, and all of them load.
+    import importlib.util
+    from delinkcious.kit.observability import tracing
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    missing = [instrumentation for library, instrumentation in tracing.INSTRUMENTATIONS.items()
+               if library in sys.modules and importlib.util.find_spec(instrumentation) is None]
+    assert not missing, f"instrumentations missing from the extra: {missing}"
+    tracing.configure_tracing(service, exporter=InMemorySpanExporter())
     outside = sorted({name.split(".")[0] for name, module in sys.modules.items()
                       if getattr(module, "__file__", None) and not module.__file__.startswith((site, sys.base_prefix))})
     print(json.dumps(outside))

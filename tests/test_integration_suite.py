@@ -1,5 +1,6 @@
 """The black-box suite in integration-test/ against the whole system run by `delinkcious up`: the
-local identity provider, the gateway and every service, on free ports in a fresh data directory."""
+local identity provider, the gateway and every service, on free ports in a fresh data directory. Once it
+passed, the running services export every metric the Grafana dashboard queries."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
 from delinkcious.local.servers import free_port
 
+from tests.support.metrics import dashboard_metrics, exported_metrics
 from tests.support.up import UpProcess, inherited_environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +21,12 @@ SERVICES = ("link", "user", "social-graph", "news", "link-checker", "api-gateway
 def test_the_integration_suite_passes_against_delinkcious_up(tmp_path: Path) -> None:
     servers = {name: free_port() for name in ("postgres", "nats", "redis", "oidc")}
     ports = {name: free_port() for name in SERVICES}
+    admin_port = free_port()  # the gateway's /healthz/* and /metrics
     environment = {
         **inherited_environment(),
         **{f"{name.upper().replace('-', '_')}__PORT": str(port) for name, port in ports.items()},
         "NEWS__GRPC_PORT": str(free_port()),
-        "API_GATEWAY__ADMIN_PORT": str(free_port()),
+        "API_GATEWAY__ADMIN_PORT": str(admin_port),
         # The suite's link-status test points links at a server on 127.0.0.1.
         "LINK_CHECKER__LINK_CHECKER_ALLOW_PRIVATE_ADDRESSES": "true",
         # Everything comes from one address here; the limits themselves are tested in tests/api_gateway.
@@ -44,6 +48,9 @@ def test_the_integration_suite_passes_against_delinkcious_up(tmp_path: Path) -> 
             cwd=ROOT, capture_output=True, text=True, timeout=600,
             env={name: value for name, value in inherited_environment().items() if name != "DELINKCIOUS_BASE_URL"},
         )  # fmt: skip
+        metrics_ports = {**ports, "api-gateway": admin_port}
+        exported = {name: exported_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+                    for name, port in metrics_ports.items()} if suite.returncode == 0 else {}
     finally:
         code, transcript = up.stop()
     assert suite.returncode == 0, (
@@ -51,3 +58,6 @@ def test_the_integration_suite_passes_against_delinkcious_up(tmp_path: Path) -> 
     )
     assert code == 0, transcript[-20000:]
     assert f"log in at: {base_url}/login" in up.output
+    # Under gunicorn a metric is exported once one of its series exists: the dashboard's must, after the suite.
+    missing = dashboard_metrics() - set().union(*exported.values())
+    assert not missing, f"the dashboard queries metrics no service exports: {sorted(missing)}"

@@ -13,16 +13,22 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ..catalogue import get_service
 from ..contracts.events import LINK_EVENTS
 from ..contracts.news.v1 import news_pb2, news_pb2_grpc
 from ..kit.core.clock import format_timestamp
 from ..kit.core.errors import InvalidInput, ServiceError, Unavailable
+from ..kit.observability import metrics
 from ..kit.observability.logs import get_logger
 from ..kit.serving.grpc_client import GrpcClient
 from ..kit.serving.http_client import ServiceClient, ServiceResponse
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+SERVICE = get_service("api-gateway").name  # the `service` label of the breaker's gauge
+# delinkcious_circuit_breaker_state's values (docs/metrics.md): the larger, the worse, so max over workers tells.
+BREAKER_STATE_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 # The codes an internal service answers when it refuses the gateway itself (kit/callers.py).
@@ -81,14 +87,27 @@ class CircuitBreaker:
         self._opened_at: float | None = None  # None while closed
         self._open_for_s = reset_s  # the current open period: grows while probes fail
         self._probe_in_flight = False
+        self._gauge = metrics.CIRCUIT_BREAKER_STATE.labels(SERVICE, name)
+        self._gauge.set(BREAKER_STATE_VALUES["closed"])  # the series exists from start-up
+        self._published = "closed"
 
     @property
     def state(self) -> str:
         """`closed`, `open` or `half-open` (a probe is in flight), as the readiness detail shows it."""
         with self._lock:
-            if self._opened_at is None:
-                return "closed"
-            return "half-open" if self._probe_in_flight else "open"
+            return self._current_state()
+
+    def _current_state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half-open" if self._probe_in_flight else "open"
+
+    def _publish_state(self) -> None:
+        """Sets the gauge when the state changed (under the lock, so changes are published in order)."""
+        state = self._current_state()
+        if state != self._published:
+            self._published = state
+            self._gauge.set(BREAKER_STATE_VALUES[state])
 
     def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         is_probe = self._admit()
@@ -112,28 +131,34 @@ class CircuitBreaker:
             if open_for > 0 or self._probe_in_flight:
                 raise BreakerOpen(self.name, retry_after_s=max(1, math.ceil(open_for)))
             self._probe_in_flight = True
+            self._publish_state()
             return True
 
     def _settle(self, is_probe: bool, failed: bool | None) -> None:
         with self._lock:
+            self._record(is_probe, failed)
+            self._publish_state()
+
+    def _record(self, is_probe: bool, failed: bool | None) -> None:
+        """A call's outcome (None: interrupted), under the lock."""
+        if is_probe:
+            self._probe_in_flight = False
+        if failed is None:
+            return
+        if not failed:
+            self._consecutive_failures = 0
             if is_probe:
-                self._probe_in_flight = False
-            if failed is None:
-                return
-            if not failed:
-                self._consecutive_failures = 0
-                if is_probe:
-                    self._opened_at, self._open_for_s = None, self._reset_s
-                    log.info("breaker_closed", dependency=self.name)
-                return
-            self._consecutive_failures += 1
-            # A call that began before the breaker opened and fails after does not extend the open time.
-            if is_probe:
-                self._open_for_s = min(self._open_for_s * 2, self._max_reset_s)
-            elif self._opened_at is not None or self._consecutive_failures < self._failures_to_open:
-                return
-            self._opened_at = self._clock()
-            log.warning("breaker_opened", dependency=self.name, failures=self._consecutive_failures,
+                self._opened_at, self._open_for_s = None, self._reset_s
+                log.info("breaker_closed", dependency=self.name)
+            return
+        self._consecutive_failures += 1
+        # A call that began before the breaker opened and fails after does not extend the open time.
+        if is_probe:
+            self._open_for_s = min(self._open_for_s * 2, self._max_reset_s)
+        elif self._opened_at is not None or self._consecutive_failures < self._failures_to_open:
+            return
+        self._opened_at = self._clock()
+        log.warning("breaker_opened", dependency=self.name, failures=self._consecutive_failures,
                         retry_in_s=self._open_for_s)
 
 

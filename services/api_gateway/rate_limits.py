@@ -14,10 +14,14 @@ from typing import Any
 import redis
 from limits import RateLimitItem, parse_many
 
+from ..catalogue import get_service
 from ..kit.core.errors import ServiceError
+from ..kit.observability import metrics
 from ..kit.observability.logs import get_logger
 
 log = get_logger(__name__)
+
+SERVICE = get_service("api-gateway").name  # the `service` label of the rejections counter
 
 # KEYS: one list per limit, newest request time first. ARGV: each limit's amount and window (ms), in KEYS' order.
 # The limits are checked in order; each admits and records the request until the first that refuses it, whose
@@ -57,6 +61,11 @@ class _Limit:
     def key(self, prefix: str, subject: str) -> str:
         return f"{prefix}:{self.scope}:{self.item.amount}/{self.item.get_expiry()}s:{subject}"
 
+    @property
+    def metric_label(self) -> str:
+        """The `limit` label of delinkcious_rate_limit_rejections_total: per_address or per_user."""
+        return f"per_{self.scope}"
+
 
 class RateLimiter:
     """Per-address limits (every request, checked before authentication) and per-user limits (signed-in
@@ -70,6 +79,9 @@ class RateLimiter:
         self._per_user = [_Limit(item, "user") for item in parse_many(per_user)]
         self._key_prefix = key_prefix
         self._warned_at = -math.inf
+        # Both series exist at 0 from start-up, so rate() and increase() see the first rejection.
+        self._rejections = {limit: metrics.RATE_LIMIT_REJECTIONS.labels(SERVICE, limit)
+                            for limit in metrics.RATE_LIMITS}
 
     def check(self, address: str, username: str | None = None) -> None:
         """Counts a request from `address` (and by `username`, when it is known) against its limits; RateLimited
@@ -98,6 +110,7 @@ class RateLimiter:
         if refused:
             index, retry_after_ms = refused
             limit, _ = limits[int(index) - 1]
+            self._rejections[limit.metric_label].inc()
             raise RateLimited(limit.item, retry_after_s=max(1, math.ceil(int(retry_after_ms) / 1000)))
 
     def _warn_storage_down(self, error: redis.RedisError) -> None:

@@ -34,6 +34,7 @@ from urllib3.util.ssl_match_hostname import CertificateError
 
 from ..kit.core.urls import DEFAULT_PORTS
 from ..kit.messaging.stopping import StopSignal
+from ..kit.observability.tracing import client_span
 from .domain import (
     CONNECTION,
     DNS,
@@ -140,6 +141,16 @@ class PinnedHttpFetcher(Fetcher):
         self._stopping = stopping if stopping is not None else StopSignal()
 
     def fetch(self, method: str, url: str, *, connect_timeout: float, timeout: float) -> Reply:
+        # A span of the kit's: this fetch uses urllib3's connections directly, which no instrumentation sees (and so
+        # carries no trace context to the outside world).
+        with client_span(f"{method} (link check)", **{"http.request.method": method,
+                                                     "server.address": urlsplit(url).hostname or ""}) as span:
+            reply = self._fetch(method, url, connect_timeout=connect_timeout, timeout=timeout)
+            if span is not None:
+                span.set_attribute("http.response.status_code", reply.status)
+            return reply
+
+    def _fetch(self, method: str, url: str, *, connect_timeout: float, timeout: float) -> Reply:
         deadline = self._monotonic() + timeout
         parts = urlsplit(url)
         scheme = parts.scheme.lower()

@@ -97,7 +97,9 @@ def mounted(secret: str, path: str) -> dict[str, str]:
 
 def service_environment(spec: ServiceFacts) -> dict[str, str]:
     """A service's settings in the stack (the variable names are the ones `delinkcious up` sets)."""
-    environment = {"LOG_FORMAT": "json"}
+    # Traces go to the OTLP endpoint the shell (or .env) names, if any; empty leaves tracing off.
+    environment = {"LOG_FORMAT": "json", "OTEL_SERVICE_NAME": spec.name,
+                   "OTEL_EXPORTER_OTLP_ENDPOINT": "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"}
     if spec.name in callers():
         environment["CALLER_TOKEN_FILE"] = f"{SECRETS_IN_CONTAINER}/caller-token"
     if spec.allowed_callers:

@@ -1,6 +1,6 @@
 """The command line of `delinkcious up`: its options with their defaults (the data directory follows
-$DELINKCIOUS_DATA_DIR, then $XDG_DATA_HOME; the log format follows whether stdout is a terminal), and
-the services that `--only` selects from the catalogue."""
+$DELINKCIOUS_DATA_DIR, then $XDG_DATA_HOME; the log format follows whether stdout is a terminal; Prometheus
+runs only with --monitoring), and the services that `--only` selects from the catalogue."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class Options:
     oidc_port: int
     only: tuple[str, ...]
     log_format: str
+    monitoring: bool
+    prometheus_port: int
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
@@ -50,6 +52,12 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str], stdout_is_tty
         "--only", action="append", default=[], metavar="SERVICE", help="start only this service (repeatable)"
     )
     parser.add_argument("--log-format", choices=("json", "console"), default="console" if stdout_is_tty else "json")
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus (if installed) scraping every service, with the alerting rules",
+    )
+    parser.add_argument("--prometheus-port", type=int, default=9090, help="port of Prometheus with --monitoring")
     arguments = parser.parse_args(list(argv))
     return Options(
         data_dir=arguments.data_dir.expanduser().absolute(),
@@ -60,6 +68,8 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str], stdout_is_tty
         oidc_port=arguments.oidc_port,
         only=tuple(dict.fromkeys(arguments.only)),
         log_format=arguments.log_format,
+        monitoring=arguments.monitoring,
+        prometheus_port=arguments.prometheus_port,
     )
 
 

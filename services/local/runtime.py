@@ -11,8 +11,9 @@ within 30 s (what does not stop in time is killed, and `up` says so). A server
 that crashes is restarted like a service. The children die with `up` even when
 it is killed (SIGKILL) on Linux; anywhere, the next `up` stops what a killed one
 left running (pid files in the data directory). All state lives in one data
-directory, so the next `up` finds it as it was. `up(argv)` is the command that
-builds and runs it.
+directory, so the next `up` finds it as it was. With --monitoring it also runs
+Prometheus, scraping every service it started (services/local/monitoring.py), as
+one more server. `up(argv)` is the command that builds and runs it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ from types import FrameType
 
 import psycopg2
 from delinkcious.catalogue import SERVICES, ServiceFacts
+from delinkcious.local.monitoring import (
+    RULES_FILE,
+    PrometheusServer,
+    existing_rules_file,
+    find_prometheus,
+    missing_prometheus_advice,
+    prometheus_config,
+    scrape_targets,
+)
 from delinkcious.local.options import Options, parse_options, select_services
 from delinkcious.local.secrets import (
     DEVELOPER_CALLER,
@@ -57,7 +67,13 @@ _SUPERVISION_TICK = 0.2
 # Servers stop last, all at once once the services are gone, each killed if it has not stopped in this time
 # (after SERVICE_STOP_TIMEOUT for the services: the whole stop stays under 30 s).
 SERVER_STOP_TIMEOUT = 10.0
-_SERVER_STOP_ORDER = (OidcProviderServer.name, NatsServer.name, RedisServer.name, PostgresServer.name)
+_SERVER_STOP_ORDER = (
+    PrometheusServer.name,
+    OidcProviderServer.name,
+    NatsServer.name,
+    RedisServer.name,
+    PostgresServer.name,
+)
 
 
 class _StopRequested(Exception):
@@ -142,6 +158,8 @@ class LocalRuntime:
             service.start()
             self.services.append(service)
             log.info("started %s on %s", service.name, service.address)
+        if self.options.monitoring:
+            self._start_prometheus()
 
     @property
     def _gateway_selected(self) -> bool:
@@ -202,6 +220,21 @@ class LocalRuntime:
         self._started_servers[server.name] = server  # registered first: stopped even if start fails halfway
         server.start(abandon=lambda: self._stop_requested)
         self._supervised_servers.append(SupervisedServer(server))
+
+    def _start_prometheus(self) -> None:
+        """Prometheus scraping the services just started; without the binary, how to get it (not an error)."""
+        executable = find_prometheus(self.environ)
+        if executable is None:
+            log.warning("%s", missing_prometheus_advice(self.environ))
+            return
+        rules_file = existing_rules_file()
+        if rules_file is None:
+            log.warning("prometheus runs without alerting rules: %s is not there", RULES_FILE)
+        config = prometheus_config(scrape_targets(self.services), rules_file)
+        server = PrometheusServer(executable, config, self.options.data_dir / PrometheusServer.name,
+                                  self.options.host, self.options.prometheus_port)  # fmt: skip
+        self._start_server(server)
+        self._add_endpoint(server.name, server.url, external=False)
 
     def _add_endpoint(self, kind: str, url_or_dsn: str, external: bool) -> None:
         self.endpoints.append(ServerEndpoint(kind, display_address(url_or_dsn), external))

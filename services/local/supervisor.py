@@ -67,9 +67,13 @@ class SupervisedService:
         return f"http://{url_host(self.host)}:{self.port}"
 
     @property
+    def ops_port(self) -> int:
+        """Where /healthz/* and /metrics answer: ADMIN_PORT when the service has one, else PORT."""
+        return self.admin_port if self.admin_port is not None else self.port
+
+    @property
     def readiness_url(self) -> str:
-        port = self.admin_port if self.admin_port is not None else self.port
-        return f"http://{reachable_address(self.host, port)}/healthz/readiness"
+        return f"http://{reachable_address(self.host, self.ops_port)}/healthz/readiness"
 
     def start(self) -> None:
         self._child = ChildProcess(self.command, pid_file=self.pid_file, env=self.environment, name=self.name)

@@ -54,6 +54,8 @@ MANAGED_VARIABLES = frozenset(
         # A stray PAGE_TOKEN_SECRET would win over the file `up` gives and be shared by every service.
         "PAGE_TOKEN_SECRET",
         "PAGE_TOKEN_SECRET_FILE",
+        # Each service names itself in its traces (its SERVICE_NAME); one inherited name would merge them all.
+        "OTEL_SERVICE_NAME",
         *GATEWAY_VARIABLES,
     }
 )

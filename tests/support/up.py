@@ -2,6 +2,7 @@
 test's, and the checks made on what it started (alive, listening)."""
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -45,6 +46,19 @@ class UpProcess:
             self.output.append(line)
             if line.startswith(prefix):
                 return line
+
+    def json_lines(self) -> list[dict]:
+        """Every JSON log line the services wrote so far (their lines reach `up`'s stdout as they are)."""
+        while not self.lines.empty():
+            self.output.append(self.lines.get_nowait())
+        parsed = []
+        for line in self.output:
+            if line.startswith("{"):
+                try:
+                    parsed.append(json.loads(line))
+                except ValueError:
+                    continue  # two processes' lines interleaved mid-line
+        return parsed
 
     def stop(self) -> tuple[int, str]:
         """SIGTERM, then the exit code and the whole transcript."""

@@ -225,6 +225,11 @@ gives, as YAML. Args: root, name, service.
 {{- $secrets := "/run/secrets/delinkcious" -}}
 {{- $env := dict "SERVICE_NAME" $name "HOST" "0.0.0.0" "PORT" (toString (int $service.port)) "LOG_FORMAT" $values.logFormat "LOG_LEVEL" $values.logLevel -}}
 {{- if $service.adminPort -}}{{- $_ := set $env "ADMIN_PORT" (toString (int $service.adminPort)) -}}{{- end -}}
+{{- if $values.tracing.otlpEndpoint -}}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $values.tracing.otlpEndpoint -}}
+{{- $_ := set $env "OTEL_SERVICE_NAME" $name -}}
+{{- $_ := set $env "OTEL_TRACES_SAMPLER_ARG" (toString $values.tracing.samplerRatio) -}}
+{{- end -}}
 {{- if $service.grpcPort -}}{{- $_ := set $env "GRPC_PORT" (toString (int $service.grpcPort)) -}}{{- end -}}
 {{- if has $name (include "delinkcious.callers" $root | fromJsonArray) -}}
 {{- $_ := set $env "CALLER_TOKEN_FILE" (printf "%s/caller-token" $secrets) -}}
@@ -560,6 +565,15 @@ imagePullSecrets:
     - {protocol: TCP, port: {{ int . }}}
     {{- end }}
 {{- end }}
+{{- end }}
+# The trace collector, when tracing is on (docs/tracing.md).
+{{- if $values.tracing.otlpEndpoint }}
+- to:
+    {{- include "delinkcious.ipBlocks" $values.tracing.egress.ipBlocks | trim | nindent 4 }}
+  ports:
+    {{- range $values.tracing.egress.ports }}
+    - {protocol: TCP, port: {{ int . }}}
+    {{- end }}
 {{- end }}
 {{- if eq $name "link-checker" }}
 # Users' links: the internet's web ports, not the cluster nor private, loopback or link-local ranges.

@@ -40,6 +40,7 @@ from ..core.errors import InvalidInput, NotFound, RetryLater
 from ..observability import metrics
 from ..observability.context import adopt_request_id, presented_in, request_scope
 from ..observability.logs import bind_contextvars, bound_contextvars, get_logger
+from ..observability.tracing import consumer_span, mark_failed
 from .nats import NatsConnection
 from .stopping import StopRequested, StopSignal
 
@@ -104,6 +105,10 @@ class ConsumerGroup:
         self._stop_event = asyncio.Event()  # the same news, on the loop; bound to it on first use
         self._deadline = math.inf  # time.monotonic() by which handlers still running are given up
         self._tasks: list[Future[None]] = []
+        # Every outcome's series exists at 0 from start-up, so increase() counts the first rejected event too.
+        for subscription in subscriptions:
+            for outcome in metrics.EVENT_OUTCOMES:
+                metrics.EVENTS_CONSUMED.labels(service, subscription.durable, outcome)
 
     def start(self) -> None:
         for subscription in self._subscriptions:
@@ -284,10 +289,14 @@ class ConsumerGroup:
     async def _handle(self, subscription: Subscription, message: Msg, quiet_at: list[float]) -> None:
         # Each message is handled in its own task, so the bound context is this message's alone.
         with request_scope(presented_in(message.headers)), \
-                bound_contextvars(consumer=subscription.durable, subject=message.subject):
-            await self._handle_in_context(subscription, message, quiet_at)
+                bound_contextvars(consumer=subscription.durable, subject=message.subject), \
+                consumer_span(message.subject, subscription.durable, message.headers) as span:
+            outcome = await self._handle_in_context(subscription, message, quiet_at)
+            if outcome in ("rejected", "retried"):
+                mark_failed(span, outcome)
 
-    async def _handle_in_context(self, subscription: Subscription, message: Msg, quiet_at: list[float]) -> None:
+    async def _handle_in_context(self, subscription: Subscription, message: Msg, quiet_at: list[float]) -> str:
+        """Handle one message; returns its outcome (as counted in EVENTS_CONSUMED)."""
         started = time.perf_counter()
         consumer = subscription.durable
         outcome = "processed"
@@ -297,7 +306,7 @@ class ConsumerGroup:
             log.error("event_rejected", error=str(exc))
             await message.term()
             self._record(consumer, "rejected", started)
-            return
+            return "rejected"
         context = contextvars.copy_context()
         context.run(bind_contextvars, event_id=event.event_id)
         if event.request_id and not presented_in(message.headers):
@@ -345,6 +354,7 @@ class ConsumerGroup:
             except Exception:
                 pass  # not acked: the server redelivers after ack_wait anyway
         self._record(consumer, outcome, started)
+        return outcome
 
     async def _give_back(self, message: Msg, quiet_at: float) -> None:
         """Nak for redelivery now, once no pull request of ours is left to take the message straight back."""

@@ -24,6 +24,7 @@ from ...contracts.events import Event, StreamSpec
 from ..observability import metrics
 from ..observability.context import event_headers
 from ..observability.logs import get_logger
+from ..observability.tracing import producer_spans
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -238,11 +239,12 @@ class NatsConnection:
     async def publish_batch(self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float = 5.0) -> None:
         """Publish in order and wait for every JetStream ack; raises if any is not acknowledged."""
         js = self.jetstream
-        acks = [
-            asyncio.ensure_future(js.publish(subject, data, timeout=timeout, headers=headers))
-            for subject, data, headers in messages
-        ]
-        results = await asyncio.gather(*acks, return_exceptions=True)
-        failures = [result for result in results if isinstance(result, BaseException)]
-        if failures:
-            raise NatsUnavailable(f"{len(failures)} of {len(messages)} publishes failed: {failures[0]!r}")
+        with producer_spans(messages) as traced:
+            acks = [
+                asyncio.ensure_future(js.publish(subject, data, timeout=timeout, headers=headers))
+                for subject, data, headers in traced
+            ]
+            results = await asyncio.gather(*acks, return_exceptions=True)
+            failures = [result for result in results if isinstance(result, BaseException)]
+            if failures:
+                raise NatsUnavailable(f"{len(failures)} of {len(messages)} publishes failed: {failures[0]!r}")

@@ -5,6 +5,10 @@ requests, consumed NATS messages (kit.messaging.consumer); outgoing HTTP (kit.se
 and gRPC (kit.serving.grpc_client) calls, and published events (the outbox row's headers, direct
 publishing). The id itself lives in one context variable (kit.core.request_id), so log lines
 (kit.observability.logs) and events created by use cases pick it up without being handed it.
+
+The trace context (kit.observability.tracing, when tracing is on) travels the same hops: OpenTelemetry's
+instrumentations carry it on HTTP and gRPC, and an event's headers carry it from the request that wrote the event
+(stored on its outbox row) to whoever consumes it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 
 from ..core.deadline import remaining, reset_deadline, set_deadline
 from ..core.request_id import current_request_id, reset_request_id, set_request_id
+from . import tracing
 
 __all__ = [
     "REQUEST_ID_HEADER", "GRPC_REQUEST_ID_KEY", "accept_or_create_request_id", "current_request_id",
@@ -108,9 +113,10 @@ def outgoing_grpc_metadata() -> list[tuple[str, str]]:
 
 
 def event_headers(event_id: str, request_id: str | None) -> dict[str, str]:
-    """NATS headers of a published event: its id for JetStream's duplicate detection, and the request
-    that caused it."""
+    """NATS headers of a published event: its id for JetStream's duplicate detection, the request that caused it,
+    and (when tracing) the trace context it was created in, so its publishing and consuming join that trace."""
     headers = {"Nats-Msg-Id": event_id}
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
+    tracing.inject(headers)
     return headers

@@ -15,6 +15,7 @@ import structlog.tracebacks
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
 
 from ..core.request_id import current_request_id
+from .tracing import current_ids
 
 __all__ = ["configure_logging", "get_logger", "bind_contextvars", "bound_contextvars", "clear_contextvars"]
 
@@ -30,8 +31,16 @@ def _shared_processors(service: str) -> list[Any]:
             event_dict.setdefault("request_id", request_id)
         return event_dict
 
+    def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        ids = current_ids()  # None at once when tracing is off
+        if ids is not None:
+            event_dict.setdefault("trace_id", ids[0])
+            event_dict.setdefault("span_id", ids[1])
+        return event_dict
+
     return [
         add_request_id,
+        add_trace_ids,
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),

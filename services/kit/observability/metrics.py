@@ -65,6 +65,10 @@ CONSUMER_PENDING = Gauge("delinkcious_consumer_pending_messages",
                          "and unacknowledged (JetStream num_pending + num_ack_pending).", ["service", "consumer"],
                          multiprocess_mode="livemax")
 
+# The outcomes of a consumed event (the `outcome` label): consumers create every one at start-up, so each series
+# exists at 0 and increase() counts the first rejected event too.
+EVENT_OUTCOMES = ("processed", "duplicate", "rejected", "retried", "deferred", "abandoned")
+
 # Projections rebuilt from the services that own their facts (news' follower projection and feeds).
 PROJECTION_REBUILDS = Counter(
     "delinkcious_projection_rebuilds_total",
@@ -103,6 +107,18 @@ LINK_CHECKER_OUTAGE = Gauge(
     "delinkcious_link_checker_outage",
     "1 while the link checker recognises an outage of its own network and judges no link, else 0.", ["service"],
     multiprocess_mode="livemax")
+
+# The gateway's protection of itself and of the services it calls.
+CIRCUIT_BREAKER_STATE = Gauge(
+    "delinkcious_circuit_breaker_state",
+    "State of the gateway's circuit breaker for a dependency: 0 closed, 1 half-open (a probe call in flight), "
+    "2 open (calls refused at once with 503). Per process: max says whether any worker's breaker is open.",
+    ["service", "dependency"], multiprocess_mode="livemax")
+RATE_LIMIT_REJECTIONS = Counter(
+    "delinkcious_rate_limit_rejections_total",
+    "Requests refused with 429 by a rate limit, by the limit that refused them: per_address or per_user.",
+    ["service", "limit"])
+RATE_LIMITS = ("per_address", "per_user")
 
 
 def render_latest() -> tuple[bytes, str]:

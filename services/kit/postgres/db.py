@@ -77,7 +77,10 @@ class ConnectionPool:
         if not self._slots.acquire(timeout=self._acquire_timeout):
             raise Unavailable("database connection pool exhausted", retry_after=1)
         try:
-            return self._reusable_idle_connection() or psycopg2.connect(self._dsn)
+            # The cursor factory is the connection's, not each cursor's: tracing's instrumentation wraps the
+            # connection's factory, and a factory given to cursor() would bypass it.
+            return self._reusable_idle_connection() or psycopg2.connect(
+                self._dsn, cursor_factory=psycopg2.extras.RealDictCursor)
         except BaseException:
             self._slots.release()
             raise
@@ -202,7 +205,7 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any exception."""
         with self.connection() as conn:
             try:
-                with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
+                with conn.cursor() as cursor:
                     yield cursor
                 if caller_gave_up():  # it answered its own client already: a commit now would be a secret write
                     raise Unavailable("the caller stopped waiting before the commit: nothing was written")

@@ -34,6 +34,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from ..core.errors import Unavailable
 from ..observability.logs import configure_logging, get_logger
+from ..observability.tracing import configure_tracing
 from .config import ConfigurationError, NatsSettings, PostgresSettings, load_settings
 from .runtime import ServiceDefinition, ServiceRuntime
 
@@ -304,6 +305,8 @@ def serve(definition: ServiceDefinition, metrics_dir: str | None = None) -> int:
             print(f"{definition.name}: {error.message}", file=sys.stderr, flush=True)
             return 2
         configure_logging(definition.name, settings.log_format, settings.log_level)
+        # Before any app, server or channel exists: the instrumentations patch the libraries that make them.
+        configure_tracing(definition.name)
         if settings.caller_auth == "disabled":
             log.warning("caller_auth_disabled", reason="CALLER_AUTH=disabled: internal endpoints accept any caller")
         if isinstance(settings, PostgresSettings):

@@ -17,6 +17,7 @@ from ...contracts.events import StreamSpec
 from ..messaging.stopping import StopSignal
 from ..observability.health import Check, Health
 from ..observability.logs import get_logger
+from ..observability.tracing import flush_tracing
 from .callers import CallerAuthenticator
 from .config import BaseServiceSettings, NatsSettings, PostgresSettings, RedisSettings
 
@@ -234,4 +235,5 @@ class ServiceRuntime:
         if self.redis is not None:
             self.redis.close()
         self.health.close()
+        flush_tracing()  # the last spans are exported before the process goes
         log.info("service_stopped")

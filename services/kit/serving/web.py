@@ -29,6 +29,7 @@ from ..observability.context import (
     leave_request,
 )
 from ..observability.logs import bind_contextvars, clear_contextvars, get_logger
+from ..observability.tracing import instrument_flask_app
 from .callers import CALLER_TOKEN_HEADER, CallerPermissions
 from .runtime import ServiceRuntime
 
@@ -76,6 +77,7 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
         configure(app)
     if not runtime.definition.public:  # every endpoint of an internal service says who may call it (kit/callers.py)
         app.extensions["delinkcious.caller_permissions"] = CallerPermissions.of_app(app, exempt=is_ops_path)
+    instrument_flask_app(app)
     return app
 
 
