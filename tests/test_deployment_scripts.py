@@ -62,7 +62,8 @@ def test_ci_runs_the_readmes_test_command_then_the_deployment_proof() -> None:
     test_command = next(line for line in readme_commands() if "pytest" in line)
     steps = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line and not line.startswith(("#", "set ", "cd "))]
-    assert steps == [test_command, "bash k8s/verify.sh"]
+    # `|| exit`: under set -e a failure before the last command of an && list (the install) would not stop the run.
+    assert steps == [f"{test_command} || exit", "bash k8s/verify.sh"]
 
 
 def test_circleci_runs_the_same_two_steps() -> None:

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 from delinkcious.catalogue import SERVICES, ServiceFacts
+
+from tests.support.helm import HELM, needs_helm, objects, render
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "delinkcious"
@@ -341,29 +342,8 @@ def test_create_secrets_keeps_what_exists_and_adds_what_is_missing(fake_cluster,
 # --- the rendered chart (where helm is available) -----------------------------------------------------------------
 
 
-def helm_binary() -> str | None:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "delinkcious/k8s/v1.20.2/bin/helm"
-    for candidate in (os.environ.get("HELM"), shutil.which("helm"), str(cache)):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-HELM = helm_binary()
-needs_helm = pytest.mark.skipif(HELM is None, reason="no helm binary (HELM, PATH, or k8s/cluster/build.sh's cache)")
 CURRENT = ["--kube-version", "1.31.0", "--api-versions", "policy/v1/PodDisruptionBudget",
            "--api-versions", "autoscaling/v2/HorizontalPodAutoscaler"]
-
-
-def render(*args: str) -> list[dict]:
-    result = subprocess.run([HELM, "template", "dlk", str(CHART), "--namespace", "shop", *args],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return [document for document in yaml.safe_load_all(result.stdout) if document]
-
-
-def objects(documents: list[dict], kind: str) -> dict[str, dict]:
-    return {document["metadata"]["name"]: document for document in documents if document["kind"] == kind}
 
 
 def component(document: dict) -> str:

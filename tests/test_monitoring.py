@@ -13,10 +13,7 @@ promtool itself runs in k8s/monitoring/check-rules.sh."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ from delinkcious.kit.messaging.consumer import ConsumerGroup, Subscription
 from delinkcious.kit.observability import metrics
 from prometheus_client import REGISTRY
 
+from tests.support.helm import HELM, needs_helm, objects, render
 from tests.support.metrics import DASHBOARD, dashboard_queries, dictionary, unknown_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,27 +228,9 @@ def test_every_panel_queries_the_chosen_data_source():
 # --- the chart (where helm is available) ---------------------------------------------------------------------------
 
 
-def helm_binary() -> str | None:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "delinkcious/k8s/v1.20.2/bin/helm"
-    return next((candidate for candidate in (os.environ.get("HELM"), shutil.which("helm"), str(cache))
-                 if candidate and os.access(candidate, os.X_OK)), None)
-
-
-HELM = helm_binary()
-needs_helm = pytest.mark.skipif(HELM is None, reason="no helm binary (HELM, PATH, or k8s/cluster/build.sh's cache)")
-EVERYTHING_ON = ["--set", "monitoring.serviceMonitors.enabled=true", "--set", "monitoring.rules.enabled=true",
-                 "--set", "monitoring.dashboard.enabled=true", "--set", "monitoring.labels.release=prometheus"]
-
-
-def render(*args: str) -> list[dict]:
-    result = subprocess.run([HELM, "template", "dlk", str(CHART), "--namespace", "shop", "--kube-version", "1.31.0",
-                             *args], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return [document for document in yaml.safe_load_all(result.stdout) if document]
-
-
-def of_kind(documents: list[dict], kind: str) -> dict[str, dict]:
-    return {document["metadata"]["name"]: document for document in documents if document["kind"] == kind}
+EVERYTHING_ON = ["--kube-version", "1.31.0", "--set", "monitoring.serviceMonitors.enabled=true",
+                 "--set", "monitoring.rules.enabled=true", "--set", "monitoring.dashboard.enabled=true",
+                 "--set", "monitoring.labels.release=prometheus"]
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +243,7 @@ def everything_on() -> list[dict]:
 @needs_helm
 @pytest.mark.parametrize("facts", SERVICES, ids=lambda facts: facts.name)
 def test_a_service_monitor_scrapes_each_service_where_it_serves_metrics(everything_on, facts):
-    monitor = of_kind(everything_on, "ServiceMonitor")[f"dlk-delinkcious-{facts.name}"]
+    monitor = objects(everything_on, "ServiceMonitor")[f"dlk-delinkcious-{facts.name}"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     [endpoint] = monitor["spec"]["endpoints"]
@@ -272,19 +252,19 @@ def test_a_service_monitor_scrapes_each_service_where_it_serves_metrics(everythi
     assert endpoint["relabelings"] == [{"action": "replace", "targetLabel": "service", "replacement": facts.name}]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
     # The service's Service carries the selected labels and names the port that serves /metrics.
-    service = of_kind(everything_on, "Service")[f"dlk-delinkcious-{facts.name}"]
+    service = objects(everything_on, "Service")[f"dlk-delinkcious-{facts.name}"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
     assert ports[endpoint["port"]] == (facts.admin_port or facts.port)
-    selected = [name for name, other in of_kind(everything_on, "Service").items()
+    selected = [name for name, other in objects(everything_on, "Service").items()
                 if selector.items() <= other["metadata"]["labels"].items()]
     assert selected == [f"dlk-delinkcious-{facts.name}"]
 
 
 @needs_helm
 def test_the_prometheus_rule_holds_the_rule_file_as_it_is(everything_on):
-    [rule] = of_kind(everything_on, "PrometheusRule").values()
+    [rule] = objects(everything_on, "PrometheusRule").values()
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "prometheus"
     assert rule["spec"]["groups"] == groups()
@@ -294,7 +274,7 @@ def test_the_prometheus_rule_holds_the_rule_file_as_it_is(everything_on):
 def test_the_runbook_links_can_point_at_another_copy_of_the_runbooks():
     documents = render("--set", "monitoring.rules.enabled=true",
                        "--set", "monitoring.rules.runbookBaseUrl=https://wiki.example.com/ops/runbooks/")
-    [rule] = of_kind(documents, "PrometheusRule").values()
+    [rule] = objects(documents, "PrometheusRule").values()
     links = {item["alert"]: item["annotations"]["runbook_url"]
              for group in rule["spec"]["groups"] for item in group["rules"] if "alert" in item}
     assert links == {name: f"https://wiki.example.com/ops/runbooks/{kebab(name)}.md" for name in alerts()}
@@ -302,14 +282,14 @@ def test_the_runbook_links_can_point_at_another_copy_of_the_runbooks():
 
 @needs_helm
 def test_the_dashboard_config_map_holds_the_dashboard_for_grafanas_sidecar(everything_on):
-    config_map = of_kind(everything_on, "ConfigMap")["dlk-delinkcious-dashboard"]
+    config_map = objects(everything_on, "ConfigMap")["dlk-delinkcious-dashboard"]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert config_map["metadata"]["namespace"] == "shop"
     assert json.loads(config_map["data"]["delinkcious.json"]) == dashboard()
     elsewhere = render("--set", "monitoring.dashboard.enabled=true", "--set", "monitoring.dashboard.namespace=grafana",
                        "--set", "monitoring.dashboard.labels.grafana_dashboard=null",
                        "--set", "monitoring.dashboard.labels.dashboards=delinkcious")
-    moved = of_kind(elsewhere, "ConfigMap")["dlk-delinkcious-dashboard"]["metadata"]
+    moved = objects(elsewhere, "ConfigMap")["dlk-delinkcious-dashboard"]["metadata"]
     assert moved["namespace"] == "grafana" and moved["labels"]["dashboards"] == "delinkcious"
     assert "grafana_dashboard" not in moved["labels"]
 
@@ -331,8 +311,8 @@ def test_the_canary_gateway_pods_are_scraped_too():
                        "--set", "canary.services={api-gateway}", "--set", "ingress.enabled=true",
                        "--set", "canary.ingressWeight=10")
     gateway = next(facts for facts in SERVICES if facts.admin_port)
-    selector = of_kind(documents, "ServiceMonitor")[f"dlk-delinkcious-{gateway.name}"]["spec"]["selector"]
-    canary = of_kind(documents, "Service")[f"dlk-delinkcious-{gateway.name}-canary"]
+    selector = objects(documents, "ServiceMonitor")[f"dlk-delinkcious-{gateway.name}"]["spec"]["selector"]
+    canary = objects(documents, "Service")[f"dlk-delinkcious-{gateway.name}-canary"]
     assert selector["matchLabels"].items() <= canary["metadata"]["labels"].items()
     assert {"name": "admin", "port": gateway.admin_port, "targetPort": "admin", "protocol": "TCP"} in \
         canary["spec"]["ports"]
