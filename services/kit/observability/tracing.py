@@ -150,13 +150,25 @@ def _instrument_libraries() -> None:
             module.GrpcInstrumentorClient(filter_=untraced).instrument()
 
 
-def instrument_flask_app(app: Any) -> None:
-    """Trace the app's requests (not probes and scrapes); nothing when tracing is off."""
+def instrument_flask_app(app: Any, *, public: bool = False) -> None:
+    """Trace the app's requests (not probes and scrapes); nothing when tracing is off. A `public` app (the gateway)
+    begins a trace of its own for every request: a client's trace context is dropped before the instrumentation
+    reads it, so no one outside chooses a trace id or has every request sampled."""
     if _provider is None:
         return
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     FlaskInstrumentor().instrument_app(app, excluded_urls=_UNTRACED_URLS)
+    if public:
+        traced = app.wsgi_app
+        incoming = tuple(f"HTTP_{name.upper()}" for name in TRACE_HEADERS)
+
+        def untrusted_context_dropped(environ: dict[str, Any], start_response: Any) -> Any:
+            for key in incoming:
+                environ.pop(key, None)
+            return traced(environ, start_response)
+
+        app.wsgi_app = untrusted_context_dropped
 
 
 def flush_tracing(timeout_s: float = 5.0) -> None:

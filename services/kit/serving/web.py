@@ -77,7 +77,7 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
         configure(app)
     if not runtime.definition.public:  # every endpoint of an internal service says who may call it (kit/callers.py)
         app.extensions["delinkcious.caller_permissions"] = CallerPermissions.of_app(app, exempt=is_ops_path)
-    instrument_flask_app(app)
+    instrument_flask_app(app, public=runtime.definition.public)
     return app
 
 
