@@ -17,6 +17,9 @@ import psutil
 
 BEGIN = "<!-- bench results: written by `python -m bench`; do not edit by hand -->"
 END = "<!-- end of bench results -->"
+# The tracing section's figures, rewritten by `python -m bench --tracing-cost` the same way.
+TRACING_BEGIN = "<!-- tracing cost: written by `python -m bench --tracing-cost`; do not edit by hand -->"
+TRACING_END = "<!-- end of tracing cost -->"
 
 LATENCY = "latency"  # a figure read by its p50 and p99
 RATE = "rate"  # a figure read by its achieved rate (closed-loop maximum)
@@ -224,6 +227,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     loads: list[dict[str, Any]] = field(default_factory=list)  # every load phase in full, for --json
     cpu_per_request: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> process group -> ms
+    tracing: dict[str, Any] | None = None  # what the trace sink received (bench.trace_sink.SinkCounts); None: off
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     duration_seconds: float = 0.0
 
@@ -235,7 +239,7 @@ class Report:
         if self.cpu_per_request:
             parts += ["", f"{CPU_TITLE}:", text_table(cpu_header(self.cpu_per_request),
                                                        cpu_rows(self.cpu_per_request)), CPU_CAVEAT]
-        parts += ["", f"targets: {passed} of {judged} rows pass"]
+        parts += ["", f"targets: {passed} of {judged} rows pass", f"tracing: {tracing_text(self.tracing)}"]
         parts += [f"skipped: {reason}" for reason in self.skipped]
         parts += [f"note: {note}" for note in self.notes]
         return "\n".join(parts)
@@ -245,7 +249,7 @@ class Report:
         judged = sum(row.result() in ("pass", "FAIL") for row in self.rows)
         parts = [
             f"Measured {self.started:%Y-%m-%d %H:%M} UTC by `{self.command}` in {self.duration_seconds / 60:.1f} "
-            f"minutes; {passed} of {judged} rows meet their targets.",
+            f"minutes; {passed} of {judged} rows meet their targets. Tracing: {tracing_text(self.tracing)}.",
             "",
             markdown_table(["machine", ""], [[name, value] for name, value in self.machine.items()]),
             "",
@@ -269,6 +273,7 @@ class Report:
         return {
             "command": self.command, "machine": self.machine, "started": self.started.isoformat(),
             "duration_seconds": self.duration_seconds, "skipped": self.skipped, "notes": self.notes,
+            "tracing": self.tracing,
             "rows": [{"ours": _figure_json(row.ours), "floor": _figure_json(row.floor) if row.floor else None,
                       "ratio": row.ratio(), "checks": [asdict(check) for check in row.checks],
                       "result": row.result()} for row in self.rows],
@@ -286,10 +291,20 @@ def _figure_json(figure: Figure) -> dict[str, Any]:
     return {**asdict(figure), "numbers_reported": figure.numbers()}
 
 
-def replace_results(document: str, results: str) -> str:
-    """`document` with the text between BEGIN and END replaced by `results` (the rest kept as written)."""
-    if document.count(BEGIN) != 1 or document.count(END) != 1 or document.index(BEGIN) > document.index(END):
-        raise ValueError("the document must hold the results markers once each, in order")
-    head, rest = document.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{results.strip()}\n{END}{tail}"
+def tracing_text(tracing: dict[str, Any] | None) -> str:
+    """How a run traced: "off", or what the sink received (a run that traced nothing shows as 0 spans)."""
+    if tracing is None:
+        return "off"
+    services = ", ".join(f"{service} {count:,}" for service, count in sorted(tracing["spans_by_service"].items()))
+    return (f"on (OTLP/HTTP to a local sink, the SDK's defaults): {tracing['spans']:,} spans of "
+            f"{tracing['traces']:,} traces received in {tracing['exports']:,} exports"
+            + (f" (spans by service: {services})" if services else ""))
+
+
+def replace_results(document: str, results: str, begin: str = BEGIN, end: str = END) -> str:
+    """`document` with the text between `begin` and `end` replaced by `results` (the rest kept as written)."""
+    if document.count(begin) != 1 or document.count(end) != 1 or document.index(begin) > document.index(end):
+        raise ValueError(f"the document must hold the markers {begin!r} and {end!r} once each, in order")
+    head, rest = document.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{results.strip()}\n{end}{tail}"

@@ -5,11 +5,17 @@ the other follows, drives the public API at constant offered rates with locust, 
 fan-out, reads as the stored data grows, memory and start-up time, measures the floors the same way, prints
 one table of every figure of ours beside its floor and its targets, and where the machine's CPU went for each
 request of the constant-rate loads, and writes them to docs/performance.md.
+
+With --tracing the system exports its traces to a local sink (bench/trace_sink.py) while it is measured.
+--tracing-cost measures only GET /v1/links, twice, tracing off and then on, and writes the two side by side
+(docs/performance.md, section "Tracing").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shlex
 import signal
 import sys
@@ -17,19 +23,37 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 from delinkcious.local.servers import free_port
 
 from bench import api, floors, load, news_fanout, stored
 from bench.chart import Series, latency_chart
-from bench.report import LATENCY, RATE, VALUE, Check, Figure, Report, Row, machine, replace_results
+from bench.report import (
+    LATENCY,
+    RATE,
+    TRACING_BEGIN,
+    TRACING_END,
+    VALUE,
+    Check,
+    Figure,
+    Report,
+    Row,
+    machine,
+    markdown_table,
+    replace_results,
+    text_table,
+    tracing_text,
+)
 from bench.stats import median, percentile
 from bench.system import LocalSystem, Memory
+from bench.trace_sink import SinkCounts, TraceSink
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "performance.md"
@@ -76,6 +100,10 @@ QUICK = Plan(rate_seconds=3, sweep_rates=(100,), sweep_seconds=2, max_seconds=3,
              fanout_followers=200, fanout_runs=2, settle_seconds=3, up_timeout=180)
 QUIET_CPU_PERCENT = 15.0  # the system counts as quiet below this share of one core
 LOAD_GENERATOR = "load generator"  # locust shares the machine's cores with the system
+TRACE_SINK = "trace sink"  # so does the sink the traces go to, with --tracing
+# --tracing-cost's GET /v1/links rates: one well within what the system holds (tracing's cost shows as each
+# request's own latency), and the target rate, near what two cores hold (its CPU shows as queueing too).
+TRACING_COST_RATES = (100.0, LINKS_READ_RATE)
 
 
 def say(text: str) -> None:
@@ -115,6 +143,13 @@ def cpu_ms_per_request(before: dict[str, float], after: dict[str, float],
     return {group: seconds * 1000 / answered for group, seconds in spent.items()}
 
 
+def machine_cpu_seconds_but_ours() -> float:
+    """The CPU seconds the machine's processes have spent so far (user and system time: interrupts, steal and
+    I/O wait are no process's), except the benchmark's own (its trace sink included)."""
+    machine, ours = psutil.cpu_times(), psutil.Process().cpu_times()
+    return machine.user + machine.nice + machine.system - ours.user - ours.system
+
+
 def rate_checks(figure: Figure, p99_ms: float, rate: float) -> list[Check]:
     held = figure.achieved is not None and figure.achieved >= rate * HELD_RATE_SHARE
     return [Check(f"p99 < {p99_ms:g} ms", figure.p99_ms is not None and figure.p99_ms < p99_ms),
@@ -124,11 +159,14 @@ def rate_checks(figure: Figure, p99_ms: float, rate: float) -> list[Check]:
 class Benchmark:
     """One run: what it started (stopped by close() whatever happens) and what it measured."""
 
-    def __init__(self, plan: Plan, work_dir: Path, base_url: str | None, report: Report) -> None:
+    def __init__(self, plan: Plan, work_dir: Path, base_url: str | None, report: Report,
+                 trace_sink: TraceSink | None = None) -> None:
         self.plan = plan
         self.work_dir = work_dir
         self.report = report
-        self.system = LocalSystem(work_dir / "data") if base_url is None else None
+        self.trace_sink = trace_sink  # where the system's traces go; None: tracing off
+        tracing_endpoint = trace_sink.url if trace_sink is not None else None
+        self.system = LocalSystem(work_dir / "data", tracing_endpoint) if base_url is None else None
         self.base_url = base_url
         self.bare: dict[str, floors.BareServer] = {}
         self.failed_phases: list[str] = []
@@ -137,7 +175,10 @@ class Benchmark:
         self.idle_memory: dict[str, Memory] = {}
         self.loaded_memory: dict[str, Memory] = {}
         self.cpu_per_request: dict[str, dict[str, float]] = {}  # figure name -> process group -> CPU ms per request
+        # The CPU ms per request of the same loads spent by the machine's other processes: what disturbed them.
+        self.others_cpu_per_request: dict[str, float] = {}
         self.stored_reads: list[tuple[Figure, Figure]] = []  # (GET /v1/links, GET /v1/news) at each stored size
+        self.received_before_reads: SinkCounts | None = None  # --tracing-cost: the sink's counts when GET began
         self.started = ExitStack()  # what close() stops, last started first
         self.author: api.User | None = None  # saves links; the reader follows them
         self.reader: api.User | None = None
@@ -190,6 +231,25 @@ class Benchmark:
                 self.phase(f"reads at {level:,} stored links and feed items",
                            lambda level=level: self.measure_stored_level(level))
         self.phase("fan-out of one link to many followers", self.measure_fanout)
+
+    def run_links_reads(self) -> None:
+        """--tracing-cost: the system, its users, and the GET /v1/links loads only."""
+        assert self.system is not None
+        self.phase("start the system with `delinkcious up`", self.start_system)
+        if self.system.ready_seconds is None:
+            return
+        self.base_url = self.system.base_url
+        self.phase("log users in; the author saves links, the reader follows", self.set_up_users)
+        if self.author is not None:
+            self.phase("GET /v1/links at constant offered rates and its closed loop", self.measure_links_reads)
+
+    def cpu_seconds_by_group(self) -> dict[str, float]:
+        """The system's CPU seconds by process group (LocalSystem.cpu_seconds_by_group), and the trace sink's."""
+        assert self.system is not None
+        seconds = self.system.cpu_seconds_by_group()
+        if self.trace_sink is not None:
+            seconds[TRACE_SINK] = self.trace_sink.counts().cpu_seconds
+        return seconds
 
     # ----------------------------------------------------------------------------------
     # Phases
@@ -314,37 +374,65 @@ class Benchmark:
         ]
         for ours, floor in pairs:
             for phase in (ours, floor):
-                if phase is None:
-                    continue
-                self.settle()
-                measure_cpu = self.system is not None and any(phase is measured for measured in cpu_measured)
-                cpu_before = self.system.cpu_seconds_by_group() if measure_cpu else {}
-                try:
-                    result = load.run_load(phase, self.work_dir)
-                except Exception as error:  # the other loads still run
-                    self.failed_phases.append(f"{_load_key(phase)}: {error}")
-                    say(f"!! {_load_key(phase)} failed: {error}")
-                    continue
-                self.loads[_load_key(phase)] = result
-                say(f"   {result.summary}")
-                if phase is ours and phase.host == self.base_url and self.system is not None:
-                    self._sample_loaded_memory()
-                if measure_cpu:
-                    self._measure_cpu_per_request(cpu_before, result)
+                if phase is not None:
+                    measure_cpu = self.system is not None and any(phase is measured for measured in cpu_measured)
+                    self._run_load(phase, cpu_key=phase.name if measure_cpu else None)
         self.figures["hello loaded"] = memory_figure("gunicorn+Flask hello, after its closed loop",
                                                      self.bare["hello"].memory())
 
-    def _measure_cpu_per_request(self, before: dict[str, float], result: load.LoadResult) -> None:
+    def measure_links_reads(self) -> None:
+        """--tracing-cost: GET /v1/links at TRACING_COST_RATES and in the closed loop, as measure_loads drives
+        them, each with its CPU per request."""
+        assert self.base_url is not None and self.author is not None
+        plan, reads = self.plan, {"path": "/v1/links", "tokens": [self.author.token]}
+        phases = [*(load.Load("GET /v1/links", "ApiGet", self.base_url, rate, plan.rate_seconds, settings=reads)
+                    for rate in TRACING_COST_RATES),
+                  load.Load("GET /v1/links", "ApiGet", self.base_url, None, plan.max_seconds, plan.max_users,
+                            settings=reads)]
+        self.settle()
+        if self.trace_sink is not None:  # the spans of the set-up are not counted as the reads'
+            self.trace_sink.wait_until_drained()
+            self.received_before_reads = self.trace_sink.counts()
+        for phase in phases:
+            self._run_load(phase, cpu_key=_load_key(phase))
+
+    def _run_load(self, phase: load.Load, cpu_key: str | None) -> load.LoadResult | None:
+        """One load phase once the system is quiet; with `cpu_key`, its CPU per request is kept under that key.
+        A failed load is reported, and the other loads still run."""
+        self.settle()
+        cpu_before = self.cpu_seconds_by_group() if cpu_key is not None else {}
+        machine_before = machine_cpu_seconds_but_ours() if cpu_key is not None else 0.0
+        try:
+            result = load.run_load(phase, self.work_dir)
+        except Exception as error:  # the other loads still run
+            self.failed_phases.append(f"{_load_key(phase)}: {error}")
+            say(f"!! {_load_key(phase)} failed: {error}")
+            return None
+        self.loads[_load_key(phase)] = result
+        say(f"   {result.summary}")
+        if phase.host == self.base_url and self.system is not None:  # ours, not a floor's
+            self._sample_loaded_memory()
+        if cpu_key is not None:
+            self._measure_cpu_per_request(cpu_key, cpu_before, machine_before, result)
+        return result
+
+    def _measure_cpu_per_request(self, key: str, before: dict[str, float], machine_before: float,
+                                 result: load.LoadResult) -> None:
         """After a load: wait until what its requests set off (outbox relay, link checks, news fan-out) is done,
-        so that work counts too, then read the CPU again."""
+        so that work counts too, then read the CPU again; and what the machine's other processes spent meanwhile."""
         assert self.system is not None
         self.settle()
-        after = self.system.cpu_seconds_by_group()
+        after = self.cpu_seconds_by_group()
+        machine_spent = machine_cpu_seconds_but_ours() - machine_before
         if not result.requests:
-            self.report.notes.append(f"no CPU per request of {result.name}: no request was measured")
+            self.report.notes.append(f"no CPU per request of {key}: no request was measured")
             return
-        self.cpu_per_request[result.name] = cpu_ms_per_request(before, after, result)
-        total = sum(self.cpu_per_request[result.name].values())
+        self.cpu_per_request[key] = cpu_ms_per_request(before, after, result)
+        ours_ms = sum(ms for group, ms in self.cpu_per_request[key].items() if group != TRACE_SINK)
+        answered = result.answered_in_all or result.requests
+        # At least 0: the processes' own times add up to about 2% more than the machine's, which is noise here.
+        self.others_cpu_per_request[key] = max(0.0, machine_spent * 1000 / answered - ours_ms)
+        total = sum(self.cpu_per_request[key].values())
         say(f"   CPU per request: {total:.2f} ms in all")
 
     def _insert_floor(self, rate: float, seconds: float) -> load.Load | None:
@@ -478,27 +566,202 @@ def _is_ours(key: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# Tracing off and on (--tracing-cost)
+
+
+@contextmanager
+def trace_sink(wanted: bool) -> Iterator[TraceSink | None]:
+    """A started trace sink, stopped after the block (after the system, whose last spans it takes); or None."""
+    if not wanted:
+        yield None
+        return
+    sink = TraceSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+def tracing_failures(tracing: SinkCounts | None) -> list[str]:
+    """Why a traced run does not count: no span arrived (tracing silently off), or an export did not decode."""
+    if tracing is None:
+        return []
+    failures = []
+    if tracing.spans == 0:
+        failures.append("tracing was on, but the trace sink received no span")
+    if tracing.rejected:
+        failures.append(f"the trace sink could not decode {tracing.rejected} exports")
+    return failures
+
+
+@dataclass(frozen=True)
+class LinksReads:
+    """What one `up` run of --tracing-cost measured."""
+
+    loads: dict[str, load.LoadResult]  # by _load_key
+    cpu_per_request: dict[str, dict[str, float]]  # _load_key -> process group -> CPU ms per request
+    others_cpu_per_request: dict[str, float]  # _load_key -> CPU ms per request of the machine's other processes
+    tracing: SinkCounts | None  # what the trace sink received; None: tracing off
+    spans_per_request: float | None  # spans received from the first GET /v1/links load on, per request answered
+    traces_per_request: float | None  # the same for traces (root spans): 1 when every request was traced
+    failures: list[str]
+    notes: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"loads": {key: asdict(result) for key, result in self.loads.items()},
+                "cpu_per_request": self.cpu_per_request, "others_cpu_per_request": self.others_cpu_per_request,
+                "tracing": asdict(self.tracing) if self.tracing else None,
+                "spans_per_request": self.spans_per_request, "traces_per_request": self.traces_per_request,
+                "failures": self.failures, "notes": self.notes}
+
+
+def links_reads_in_one_up(plan: Plan, work_dir: Path, traced: bool) -> LinksReads:
+    """One `up` run of --tracing-cost, tracing off or on."""
+    work_dir.mkdir()
+    report = Report(command="", machine={})  # what the phases note
+    with trace_sink(traced) as sink:
+        benchmark = Benchmark(plan, work_dir, None, report, sink)
+        try:
+            benchmark.run_links_reads()
+        finally:
+            benchmark.close()
+        counts = sink.counts() if sink is not None else None
+    answered = sum(result.answered_in_all or result.requests for result in benchmark.loads.values())
+    spans_per_request = traces_per_request = None
+    if counts is not None and (before := benchmark.received_before_reads) is not None and answered:
+        spans_per_request = (counts.spans - before.spans) / answered
+        traces_per_request = (counts.traces - before.traces) / answered
+    return LinksReads(benchmark.loads, benchmark.cpu_per_request, benchmark.others_cpu_per_request, counts,
+                      spans_per_request, traces_per_request, [*benchmark.failed_phases, *tracing_failures(counts)], report.notes)
+
+
+def system_cpu_ms(costs: dict[str, float]) -> float:
+    """CPU per request of the system itself: every process group but the load generator and the trace sink."""
+    return sum(ms for group, ms in costs.items() if group not in (LOAD_GENERATOR, TRACE_SINK))
+
+
+def _relative(off: float, on: float) -> str:
+    if not off or math.isnan(off) or math.isnan(on):
+        return "-"
+    return f"{(on / off - 1) * 100:+.0f}%"
+
+
+def _cpu_change(off: float, on: float) -> str:
+    return f"{on - off:+.2f} ms ({_relative(off, on)})"
+
+
+def tracing_cost_rows(off: LinksReads, on: LinksReads) -> list[list[str]]:
+    """GET /v1/links with tracing off and on: each load's achieved rate, p50 and p99 where a rate was offered,
+    the system's CPU per request, the trace sink's, and that of the machine's other processes (which should be
+    near 0: anything else running disturbs the comparison); then the spans and traces each request made."""
+    rows: list[list[str]] = []
+    keys = [*(f"GET /v1/links@{rate:g}" for rate in TRACING_COST_RATES), "GET /v1/links@max"]
+    for key in keys:
+        if key not in off.loads or key not in on.loads:
+            continue
+        before, after = off.loads[key], on.loads[key]
+        if before.offered_rate is not None:
+            label = f"{before.offered_rate:g}/s offered"
+            rows.append([f"{label}: achieved", f"{before.achieved_rate:.1f}/s", f"{after.achieved_rate:.1f}/s",
+                         _relative(before.achieved_rate, after.achieved_rate)])
+            rows.append([f"{label}: p50", f"{before.p50_ms:.2f} ms", f"{after.p50_ms:.2f} ms",
+                         _relative(before.p50_ms, after.p50_ms)])
+            rows.append([f"{label}: p99", f"{before.p99_ms:.2f} ms", f"{after.p99_ms:.2f} ms",
+                         _relative(before.p99_ms, after.p99_ms)])
+        else:
+            label = f"maximum ({before.users} users, closed loop)"
+            rows.append([f"{label}: achieved", f"{before.achieved_rate:.1f}/s", f"{after.achieved_rate:.1f}/s",
+                         _relative(before.achieved_rate, after.achieved_rate)])
+        if key in off.cpu_per_request and key in on.cpu_per_request:
+            system_off, system_on = system_cpu_ms(off.cpu_per_request[key]), system_cpu_ms(on.cpu_per_request[key])
+            rows.append([f"{label}: CPU per request, the system", f"{system_off:.2f} ms", f"{system_on:.2f} ms",
+                         _cpu_change(system_off, system_on)])
+            if (sink_ms := on.cpu_per_request[key].get(TRACE_SINK)) is not None:
+                rows.append([f"{label}: CPU per request, the trace sink", "-", f"{sink_ms:.2f} ms", ""])
+        if key in off.others_cpu_per_request and key in on.others_cpu_per_request:
+            rows.append([f"{label}: CPU per request, other processes",
+                         f"{off.others_cpu_per_request[key]:.2f} ms", f"{on.others_cpu_per_request[key]:.2f} ms", ""])
+    if on.spans_per_request is not None and on.traces_per_request is not None:
+        rows.append(["spans received per request", "-", f"{on.spans_per_request:.1f}", ""])
+        rows.append(["traces received per request (1: every request traced)", "-",
+                     f"{on.traces_per_request:.2f}", ""])
+    return rows
+
+
+def tracing_cost_group_rows(off: LinksReads, on: LinksReads, key: str) -> list[list[str]]:
+    """The CPU per request of one load by process group, tracing off and on, the costliest with tracing first."""
+    costs_off, costs_on = off.cpu_per_request[key], on.cpu_per_request[key]
+    groups = sorted({*costs_off, *costs_on}, key=lambda group: (-costs_on.get(group, 0.0), group))
+    rows = [[group, f"{costs_off[group]:.2f}" if group in costs_off else "-",
+             f"{costs_on[group]:.2f}" if group in costs_on else "-",
+             f"{costs_on.get(group, 0.0) - costs_off.get(group, 0.0):+.2f}"] for group in groups]
+    total_off, total_on = sum(costs_off.values()), sum(costs_on.values())
+    rows.append(["total", f"{total_off:.2f}", f"{total_on:.2f}", f"{total_on - total_off:+.2f}"])
+    return rows
+
+
+def tracing_cost_report(off: LinksReads, on: LinksReads, *, command: str, machine_facts: dict[str, str],
+                        started: datetime, seconds: float, markdown: bool) -> str:
+    table = markdown_table if markdown else text_table
+    facts = "; ".join(f"{name} {value}" for name, value in machine_facts.items())
+    parts = [f"Measured {started:%Y-%m-%d %H:%M} UTC by `{command}` in {seconds / 60:.1f} minutes: two "
+             f"`delinkcious up` runs one after the other, tracing off and then on, on this machine: {facts}.",
+             "", f"Tracing in the second run: {tracing_text(asdict(on.tracing) if on.tracing else None)}.", "",
+             table(["GET /v1/links", "tracing off", "tracing on", "change"], tracing_cost_rows(off, on))]
+    key = f"GET /v1/links@{LINKS_READ_RATE:g}"
+    if key in off.cpu_per_request and key in on.cpu_per_request:
+        parts += ["", f"CPU per request of GET /v1/links at {LINKS_READ_RATE:g}/s offered, ms, by process group "
+                      f"(from the start of the load until the system was quiet again):", "",
+                  table(["process group", "tracing off", "tracing on", "change"],
+                        tracing_cost_group_rows(off, on, key))]
+    notes = [f"tracing {mode}: {note}" for mode, run in (("off", off), ("on", on)) for note in run.notes]
+    if notes:
+        parts += ["", *(f"- {note}" for note in notes)]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------
 # The command
 
 
-def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny counts and a few seconds per phase (the tests)")
     parser.add_argument("--base-url", help="a running system on this machine (127.0.0.1 or ::1) instead of `up`; "
                                            "what needs local access is skipped")
-    parser.add_argument("--report", type=Path, help=f"the document whose results section is rewritten (default: "
+    parser.add_argument("--tracing", action="store_true",
+                        help="the system exports its traces by OTLP/HTTP to a local sink while it is measured; "
+                             "the run fails if no span arrives")
+    parser.add_argument("--tracing-cost", action="store_true",
+                        help="GET /v1/links only, with tracing off and then on (two `up` runs), side by side; "
+                             "a full run writes them to the Tracing section of the report")
+    parser.add_argument("--report", type=Path, help=f"the document whose results section (with --tracing-cost: its "
+                                                    f"Tracing section) is rewritten (default: "
                                                     f"{DOCUMENT.relative_to(ROOT)} for a full run, none with --quick)")
     parser.add_argument("--chart", type=Path, help=f"where the SVG chart goes (default: "
                                                    f"{CHART.relative_to(ROOT)} for a full run, none with --quick)")
     parser.add_argument("--no-report", action="store_true", help="print the table only")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON here")
+    return parser
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argument_parser()
     arguments = parser.parse_args(argv)
     if arguments.base_url:
+        if arguments.tracing or arguments.tracing_cost:
+            parser.error("--tracing and --tracing-cost start the system themselves: not with --base-url")
         load.check_loopback(arguments.base_url)
         arguments.base_url = arguments.base_url.rstrip("/")
+    if arguments.tracing and arguments.tracing_cost:
+        parser.error("--tracing-cost runs with tracing off and on by itself: not with --tracing")
+    if arguments.tracing_cost and arguments.chart:
+        parser.error("--tracing-cost draws no chart")
     if not arguments.quick and not arguments.no_report:
         arguments.report = arguments.report or DOCUMENT
-        arguments.chart = arguments.chart or CHART
+        if not arguments.tracing_cost:
+            arguments.chart = arguments.chart or CHART
     return arguments
 
 
@@ -507,14 +770,23 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, through the finally that stops everything we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     command = "python -m bench" + "".join(f" {shlex.quote(part)}" for part in (argv or sys.argv[1:]))
+    if arguments.tracing_cost:
+        return compare_tracing(arguments, command)
+    return run_benchmark(arguments, command)
+
+
+def run_benchmark(arguments: argparse.Namespace, command: str) -> int:
     report = Report(command=command, machine=machine())
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="delinkcious-bench-") as work_dir:
-        benchmark = Benchmark(QUICK if arguments.quick else FULL, Path(work_dir), arguments.base_url, report)
+    with trace_sink(arguments.tracing) as sink, tempfile.TemporaryDirectory(prefix="delinkcious-bench-") as work_dir:
+        benchmark = Benchmark(QUICK if arguments.quick else FULL, Path(work_dir), arguments.base_url, report, sink)
         try:
             benchmark.run()
         finally:
             benchmark.close()
+        counts = sink.counts() if sink is not None else None
+    benchmark.failed_phases += tracing_failures(counts)
+    report.tracing = asdict(counts) if counts is not None else None
     report.duration_seconds = time.perf_counter() - started
     report.rows = benchmark.rows()
     report.floors = benchmark.floor_figures()
@@ -523,8 +795,6 @@ def main(argv: list[str] | None = None) -> int:
     report.notes += [f"phase failed: {failure}" for failure in benchmark.failed_phases]
     say("\n" + report.text())
     if arguments.json:
-        import json
-
         arguments.json.write_text(json.dumps(report.as_json(), indent=1, default=str))
     if benchmark.failed_phases:
         say("\nnot writing the report: some phases failed")
@@ -536,4 +806,35 @@ def main(argv: list[str] | None = None) -> int:
         chart_name = arguments.chart.name if arguments.chart else None
         arguments.report.write_text(replace_results(arguments.report.read_text(), report.markdown(chart_name)))
         say(f"results written to {arguments.report}")
+    return 0
+
+
+def compare_tracing(arguments: argparse.Namespace, command: str) -> int:
+    """--tracing-cost: GET /v1/links measured with tracing off, then on, each in an `up` of its own."""
+    plan = QUICK if arguments.quick else FULL
+    machine_facts, started_at, started = machine(), datetime.now(timezone.utc), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="delinkcious-bench-") as work_dir:
+        say("=== tracing off")
+        off = links_reads_in_one_up(plan, Path(work_dir) / "tracing-off", traced=False)
+        say("=== tracing on")
+        on = links_reads_in_one_up(plan, Path(work_dir) / "tracing-on", traced=True)
+    seconds = time.perf_counter() - started
+    report = dict(command=command, machine_facts=machine_facts, started=started_at, seconds=seconds)
+    say("\n" + tracing_cost_report(off, on, markdown=False, **report))
+    failures = [f"tracing {mode}: {failure}" for mode, run in (("off", off), ("on", on)) for failure in run.failures]
+    for failure in failures:
+        say(f"failed: {failure}")
+    if arguments.json:
+        arguments.json.write_text(json.dumps({
+            "command": command, "machine": machine_facts, "started": started_at.isoformat(),
+            "duration_seconds": seconds, "failures": failures, "off": off.as_json(), "on": on.as_json()},
+            indent=1, default=str))
+    if failures:
+        say("\nnot writing the report: some phases failed")
+        return 1
+    if arguments.report:
+        arguments.report.write_text(replace_results(arguments.report.read_text(),
+                                                    tracing_cost_report(off, on, markdown=True, **report),
+                                                    TRACING_BEGIN, TRACING_END))
+        say(f"tracing figures written to {arguments.report}")
     return 0

@@ -1,6 +1,7 @@
 """The system under test: `delinkcious up` in a temporary data directory on free ports, with the
-gateway's rate limits raised for the benchmark; and what only local access can measure about it
-(its services' memory and CPU time, whether it has gone quiet, where its databases are)."""
+gateway's rate limits raised for the benchmark and tracing off or exporting to a given endpoint; and what
+only local access can measure about it (its services' memory and CPU time, whether it has gone quiet, where
+its databases are)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ UP_GROUP = "up (supervisor)"
 # The servers `up` starts, by the name of the process that leads each one's process group.
 SERVER_GROUPS = {"postgres": "postgres", "nats-server": "nats", "redis-server": "redis"}
 OIDC_EXECUTABLE = "oidc-provider-mock"  # a Python script: its process is named after the interpreter
+# OpenTelemetry's standard variables all begin so: none is inherited, so tracing is on only when asked for, and
+# then with the SDK's defaults (batching, sampling every request).
+OTEL_PREFIX = "OTEL_"
 
 
 class UpFailed(RuntimeError):
@@ -40,8 +44,9 @@ class UpFailed(RuntimeError):
 class LocalSystem:
     """One `delinkcious up` run in `data_dir`, started by `start()` and always stopped by `stop()`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tracing_endpoint: str | None = None) -> None:
         self.data_dir = data_dir
+        self.tracing_endpoint = tracing_endpoint  # OTEL_EXPORTER_OTLP_ENDPOINT; None: tracing off
         self.server_ports = {name: free_port() for name in ("postgres", "nats", "redis", "oidc")}
         self.service_ports: dict[str, int] = {}
         self.ready_seconds: float | None = None
@@ -69,7 +74,10 @@ class LocalSystem:
 
     def start(self, timeout: float) -> float:
         """Start `up` and wait for its ready line; the seconds it took."""
-        environment = {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
+        environment = {name: value for name, value in os.environ.items()
+                       if name not in SERVER_VARIABLES and not name.startswith(OTEL_PREFIX)}
+        if self.tracing_endpoint is not None:
+            environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.tracing_endpoint
         for facts in SERVICES:
             prefix = override_prefix(facts.name)
             self.service_ports[facts.name] = free_port()

@@ -1,5 +1,6 @@
 """The benchmarks keep working (their numbers are measured by running them, not here): `python -m bench
---quick` runs to the end and reports every row with numbers; no timing is asserted."""
+--quick --tracing` runs to the end, reports every row with numbers, and its system's traces reach the sink; no
+timing is asserted."""
 from __future__ import annotations
 
 import importlib.util
@@ -31,7 +32,9 @@ def test_the_quick_benchmark_reports_every_row_with_numbers(tmp_path: Path) -> N
     document.write_text((ROOT / "docs" / "performance.md").read_text())
     chart, results = tmp_path / "latency.svg", tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--report", str(document), "--chart", str(chart),
+        # With tracing on: the same run shows that the services' spans reach the sink (tracing off is the
+        # default everywhere else in the suite).
+        [sys.executable, "-m", "bench", "--quick", "--tracing", "--report", str(document), "--chart", str(chart),
          "--json", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=840,
     )  # fmt: skip
@@ -64,6 +67,12 @@ def test_the_quick_benchmark_reports_every_row_with_numbers(tmp_path: Path) -> N
     assert "floors:" in run.stdout and "targets:" in run.stdout
     assert cpu["title"] in run.stdout and cpu["title"] in written
     assert "| total |" in written and "cores could serve at this cost" in written
+
+    tracing = report["tracing"]
+    assert tracing["spans"] > tracing["traces"] > 0 and tracing["rejected"] == 0, tracing
+    assert {"api-gateway", "link", "user", "news"} <= set(tracing["spans_by_service"]), tracing
+    assert "trace sink" in cpu["phases"]["GET /v1/links"]["ms_by_group"], cpu
+    assert f"Tracing: on (OTLP/HTTP to a local sink, the SDK's defaults): {tracing['spans']:,} spans of" in written
 
 
 def test_a_rerun_replaces_the_results_and_keeps_the_prose() -> None:
