@@ -174,6 +174,10 @@ def test_an_added_link_is_one_trace_from_the_gateway_to_the_feed_and_the_checked
     assert (gateway_call.service, gateway_call.kind) == ("api-gateway", "CLIENT"), tree
     assert parent_of(gateway_call, spans) is root, tree
 
+    # The gateway's rate limits, counted in Redis by its first hooks, belong to the request too.
+    assert any(span.service == "api-gateway" and span.attributes.get("db.system") == "redis"
+               and span.parent_span_id == root.span_id for span in trace), tree
+
     # gateway -> link: the write, its statements in PostgreSQL.
     write = one(trace, service="link", kind="SERVER")
     assert route_of(write) == "/v1/users/<username>/links", tree

@@ -61,6 +61,9 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
     app.json = CheckedJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["delinkcious.runtime"] = runtime
+    # First: its span begins before every other hook (the request id, caller identity, the gateway's rate limit),
+    # so their work and their log lines belong to the request's trace.
+    instrument_flask_app(app, public=runtime.definition.public)
 
     # The hooks run on every request: they are given the runtime rather than look it up through current_app.
     app.before_request(functools.partial(_begin_request, runtime))
@@ -77,7 +80,6 @@ def create_app(runtime: ServiceRuntime, blueprints: list[Blueprint], *, ops: boo
         configure(app)
     if not runtime.definition.public:  # every endpoint of an internal service says who may call it (kit/callers.py)
         app.extensions["delinkcious.caller_permissions"] = CallerPermissions.of_app(app, exempt=is_ops_path)
-    instrument_flask_app(app, public=runtime.definition.public)
     return app
 
 
