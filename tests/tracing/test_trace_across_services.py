@@ -150,13 +150,18 @@ def test_an_added_link_is_one_trace_from_the_gateway_to_the_feed_and_the_checked
     root = add_link_root()
     assert root.parent_span_id == "" and root.trace_id != foreign_trace, "the gateway starts the trace"
 
-    def complete() -> bool:  # every span's parent arrived (spans end, and are exported, children first)
+    def complete() -> bool:
+        # Every span's parent arrived (spans end, and are exported, children first), and every hop's span: each
+        # process exports on its own schedule.
         trace = system.receiver.trace(root.trace_id)
         known = {span.span_id for span in trace}
-        return all(not span.parent_span_id or span.parent_span_id in known for span in trace) and any(span.service == "link" and span.kind == "CONSUMER" and span.name == f"process {LINK_CHECKED}"
+        hops = {(span.service, span.kind) for span in trace}
+        return all(not span.parent_span_id or span.parent_span_id in known for span in trace) and hops >= {
+            ("user", "SERVER"), ("link", "SERVER"), ("link", "PRODUCER"), ("news", "CONSUMER"),
+            ("link-checker", "CONSUMER"), ("link-checker", "PRODUCER"), ("link", "CONSUMER")} and any(span.service == "link" and span.kind == "CONSUMER" and span.name == f"process {LINK_CHECKED}"
                    and any(child.parent_span_id == span.span_id for child in trace) for span in trace)
 
-    wait_until(complete, timeout=20)
+    wait_until(complete, timeout=30)
     trace = system.receiver.trace(root.trace_id)
     spans = by_id(trace)
     tree = render(trace)
