@@ -38,6 +38,7 @@ from delinkcious.catalogue import SERVICES
 from delinkcious.local.monitoring import HOW_TO_GET_PROMETHEUS, RULES_FILE, PrometheusServer, find_prometheus
 from delinkcious.local.processes import recorded_process
 from delinkcious.local.servers import free_port
+from delinkcious.local.servers.base import answers_ok
 from delinkcious.local.wiring import SERVER_VARIABLES, override_prefix
 
 TARGETS_TIMEOUT = 90.0
@@ -76,11 +77,6 @@ def ports_environment() -> tuple[dict[str, int], dict[str, str]]:
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
-
-
-def answers_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=5) as response:  # an error status raises (an OSError)
-        return bool(response.status == 200)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, up: subprocess.Popen[bytes]) -> bool:
