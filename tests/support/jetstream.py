@@ -75,3 +75,13 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def consumer_exists(runtime: Any, stream: str, durable: str) -> bool:
+    """Whether `runtime`'s durable consumer `durable` of `stream` exists yet (its consumers subscribe in the
+    background after start)."""
+    try:
+        runtime.nats.run(runtime.nats.jetstream.consumer_info(stream, durable))
+        return True
+    except Exception:
+        return False

@@ -17,7 +17,7 @@ from pathlib import Path
 from delinkcious.kit.observability.tracing import configure_tracing
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.support.jetstream import wait_until
+from tests.support.jetstream import consumer_exists, wait_until
 from tests.support.web import answering_host
 
 EXPORTER = InMemorySpanExporter()
@@ -27,8 +27,10 @@ def main(argv: list[str]) -> int:
     postgres_admin_dsn, nats_url, redis_url, work_dir = argv
     # Before any service part exists, as `delinkcious serve` does.
     configure_tracing("in-process", exporter=EXPORTER)
+    from delinkcious.contracts.events import LINKS_STREAM
     from delinkcious.link.app import DEFINITION as LINK
     from delinkcious.link_checker.app import DEFINITION as CHECKER
+    from delinkcious.link_checker.service import CHECKER_CONSUMER
     from delinkcious.local.servers import ensure_service_database
 
     from tests.support.services import ServiceEnvironment, unique_username
@@ -41,8 +43,13 @@ def main(argv: list[str]) -> int:
                                      secrets_dir=secrets_dir, callers_dir=callers_dir,
                                      ensure_database=ensure_service_database)
     author = unique_username("traced")
+    # The checker judges its own network only after many checks (this flow makes one): not what is traced here.
+    checker_settings = {"link_checker_allow_private_addresses": True, "link_checker_host_interval": 0.0,
+                        "link_checker_outage_min_checks": 10000}
     with answering_host() as web, environment.running(LINK) as (_link, link_app), environment.running(
-            CHECKER, link_checker_allow_private_addresses=True, link_checker_host_interval=0.0):
+            CHECKER, **checker_settings) as (checker, _checker_app):
+        # Its consumer subscribes in the background: the link is added once it is there.
+        assert wait_until(lambda: consumer_exists(checker, LINKS_STREAM.name, CHECKER_CONSUMER), timeout=30)
         client = link_app.test_client()
         headers = environment.caller_headers()
         url = f"{web}/in-process/{time.time_ns()}"
@@ -53,7 +60,7 @@ def main(argv: list[str]) -> int:
             listed = client.get(f"/v1/users/{author}/links", headers=headers).get_json()["links"]
             return next(link["status"] for link in listed if link["url"] == url)
 
-        assert wait_until(lambda: status() == "valid", timeout=30), status()
+        assert wait_until(lambda: status() == "valid", timeout=30, interval=0.25), status()
         # The status update's own spans end just after its commit.
         wait_until(lambda: any(span.name.startswith("UPDATE") for span in EXPORTER.get_finished_spans()), 5)
         time.sleep(0.2)
